@@ -1,0 +1,222 @@
+-- Banding (DESIGN §3, band_schema_version 1) and live scoring (seed §2.2).
+--
+-- Banding exists once: the ml.woe_band_* functions below, combined by
+-- ml.woe_anchor_bands_v1(t1, t2, t3, t4, c1, c2). Training calls them with its own
+-- thresholds and (per-fold) cuts; the live views call them with the active
+-- model's. All are LANGUAGE sql and IMMUTABLE/STABLE, so the planner inlines them
+-- into the calling query (no per-row function call overhead).
+
+CREATE FUNCTION ml.woe_band_dsold(x double precision, t1 double precision, t2 double precision,
+                                  t3 double precision, t4 double precision)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN x IS NULL OR x = 'NaN'::double precision THEN 'dSold_missing'
+                WHEN x < t1 THEN 'dSold_under'
+                WHEN x < t2 THEN 'dSold_low'
+                WHEN x < t3 THEN 'dSold_fair'
+                WHEN x < t4 THEN 'dSold_high'
+                ELSE 'dSold_over' END
+$$;
+
+CREATE FUNCTION ml.woe_band_trust(tier text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN tier IN ('HIGH', 'MEDIUM', 'LOW', 'NEW') THEN tier ELSE 'trust_missing' END
+$$;
+
+CREATE FUNCTION ml.woe_band_ship(ships boolean)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN ships THEN 'shipping_ok' WHEN NOT ships THEN 'shipping_no' ELSE 'ship_missing' END
+$$;
+
+CREATE FUNCTION ml.woe_band_sale(negotiable boolean)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN negotiable THEN 'sale_negotiable' WHEN NOT negotiable THEN 'sale_fixed' ELSE 'sale_missing' END
+$$;
+
+CREATE FUNCTION ml.woe_band_cond(item_condition text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE item_condition
+                WHEN 'new' THEN 'cond_new'
+                WHEN 'like_new' THEN 'cond_like_new'
+                WHEN 'good' THEN 'cond_good'
+                WHEN 'fair' THEN 'cond_fair'
+                WHEN 'for_parts' THEN 'cond_parts'
+                ELSE 'cond_missing' END
+$$;
+
+-- dmg and vdmg share cut points (0.2, 0.5) and differ only in their prefix.
+CREATE FUNCTION ml.woe_band_prob3(prefix text, p double precision)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT prefix || CASE WHEN p IS NULL OR p = 'NaN'::double precision THEN '_missing'
+                          WHEN p >= 0.5 THEN '_hi'
+                          WHEN p >= 0.2 THEN '_mid'
+                          ELSE '_lo' END
+$$;
+
+CREATE FUNCTION ml.woe_band_bat(battery_health_pct smallint)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN battery_health_pct IS NULL THEN 'bat_missing'
+                WHEN battery_health_pct >= 90 THEN 'bat_90p'
+                WHEN battery_health_pct >= 80 THEN 'bat_80_89'
+                ELSE 'bat_lt80' END
+$$;
+
+-- presentation_score = 0.4*photo_quality + 0.3*lighting + 0.2*background_clean
+--                      + 0.1*least(n_photos, 10)/10; NULL without an image row or when
+-- any input is NULL (PostgreSQL's least() would ignore a NULL n_photos, so no least()).
+CREATE FUNCTION ml.woe_presentation_score(n_photos smallint, photo_quality double precision,
+                                          lighting double precision, background_clean double precision)
+RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 0.4 * photo_quality + 0.3 * lighting + 0.2 * background_clean
+           + 0.1 * (CASE WHEN n_photos > 10 THEN 10 ELSE n_photos END)::double precision / 10.0
+$$;
+
+-- present_lo (< c1), present_mid [c1, c2), present_hi (>= c2), present_missing (NULL
+-- or NaN). Written so that `score` is referenced once: the caller passes an
+-- expression, and a single reference keeps the function inlinable.
+CREATE FUNCTION ml.woe_band_present(score double precision, c1 double precision, c2 double precision)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce((ARRAY['present_lo', 'present_mid', 'present_hi'])
+                        [width_bucket(nullif(score, 'NaN'::double precision), ARRAY[c1, c2]) + 1],
+                    'present_missing')
+$$;
+
+-- acc_missing: no image row, or both flags null; otherwise a null flag counts as not seen.
+CREATE FUNCTION ml.woe_band_acc(has_image_row boolean, has_box boolean, has_charger boolean)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN NOT coalesce(has_image_row, false) OR (has_box IS NULL AND has_charger IS NULL) THEN 'acc_missing'
+                WHEN coalesce(has_box, false) AND coalesce(has_charger, false) THEN 'acc_full'
+                WHEN coalesce(has_box, false) OR coalesce(has_charger, false) THEN 'acc_partial'
+                ELSE 'acc_none' END
+$$;
+
+-- Cross-validation fold of a listing: one Park–Miller (MINSTD) step of
+-- |listing_id| mod (2^31 - 1), then mod n_folds. All snapshots of a listing share a
+-- fold; the same formula is documented in woe_core.bands.fold_of.
+CREATE FUNCTION ml.woe_fold(listing_id bigint, n_folds integer)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (((abs(listing_id) % 2147483647) * 48271 % 2147483647) % n_folds)::integer
+$$;
+
+-- Numerically safe logistic function (the logit is clamped to +-700 so exp never overflows).
+CREATE FUNCTION ml.woe_sigmoid(x double precision)
+RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 1.0 / (1.0 + exp(-greatest(least(x, 700.0), -700.0)))
+$$;
+
+-- The band schema as data: every (band_name, output column) of schema version 1.
+CREATE TABLE ml.woe_anchor_band_schema_v1 (
+    band_schema_version  integer NOT NULL,
+    band_name            text NOT NULL,
+    band_column          text NOT NULL,
+    ordinal              integer NOT NULL,
+    PRIMARY KEY (band_schema_version, band_name)
+);
+INSERT INTO ml.woe_anchor_band_schema_v1 VALUES
+    (1, 'dsold',   'dsold_band',        1),
+    (1, 'trust',   'trust_tier',        2),
+    (1, 'ship',    'ship_band',         3),
+    (1, 'sale',    'sale_band',         4),
+    (1, 'cond',    'cond_band',         5),
+    (1, 'dmg',     'dmg_ai_band',       6),
+    (1, 'bat',     'bat_band',          7),
+    (1, 'present', 'presentation_band', 8),
+    (1, 'vdmg',    'vdmg_band',         9),
+    (1, 'acc',     'accessories_band', 10);
+
+-- Every snapshot of the certified entrypoint, banded with the given thresholds and
+-- presentation cuts. The one place where rows become band values.
+CREATE FUNCTION ml.woe_anchor_bands_v1(t1 double precision, t2 double precision, t3 double precision,
+                                       t4 double precision, c1 double precision, c2 double precision)
+RETURNS TABLE (
+    listing_id bigint, generation text, t0 timestamptz, sold_at timestamptz,
+    dsold_band text, trust_tier text, ship_band text, sale_band text, cond_band text,
+    dmg_ai_band text, bat_band text, presentation_score double precision,
+    presentation_band text, vdmg_band text, accessories_band text)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT f.listing_id, f.generation, f.t0, f.sold_at,
+           ml.woe_band_dsold(f.delta_vs_sold_median_30d, t1, t2, t3, t4),
+           ml.woe_band_trust(f.seller_trust_tier),
+           ml.woe_band_ship(f.ships),
+           ml.woe_band_sale(f.negotiable),
+           ml.woe_band_cond(f.item_condition),
+           ml.woe_band_prob3('dmg_ai', f.dmg_ai_prob),
+           ml.woe_band_bat(f.battery_health_pct),
+           ml.woe_presentation_score(f.n_photos, f.photo_quality, f.lighting, f.background_clean),
+           ml.woe_band_present(ml.woe_presentation_score(f.n_photos, f.photo_quality, f.lighting, f.background_clean), c1, c2),
+           ml.woe_band_prob3('vdmg', f.vision_damage_prob),
+           ml.woe_band_acc(f.has_image_row, f.has_box, f.has_charger)
+      FROM ml.woe_anchor_feature_store_t0_v1_v AS f
+$$;
+
+-- Every snapshot banded under every model that has final cuts. Filter on
+-- model_key (a candidate) or is_active (live); the planner pushes both down.
+CREATE VIEW ml.v_woe_anchor_bands_by_model_v1 AS
+SELECT m.model_key, m.is_active, m.band_schema_version, m.base_logit,
+       m.dsold_t1, m.dsold_t2, m.dsold_t3, m.dsold_t4,
+       c.c1 AS present_c1, c.c2 AS present_c2,
+       b.*
+  FROM ml.woe_anchor_model_registry_v1 AS m
+  JOIN ml.woe_anchor_cuts_v1 AS c ON c.model_key = m.model_key AND c.fold_id IS NULL
+ CROSS JOIN LATERAL ml.woe_anchor_bands_v1(m.dsold_t1, m.dsold_t2, m.dsold_t3, m.dsold_t4, c.c1, c.c2) AS b;
+
+-- Seed §2.2.1: bands of every snapshot under the active model.
+CREATE VIEW ml.v_woe_anchor_bands_live_v1 AS
+SELECT * FROM ml.v_woe_anchor_bands_by_model_v1 WHERE is_active;
+
+-- Scores under every model: base_logit + the final map's WOE of each band value.
+-- A band value the map lacks contributes 0 and is listed in unmapped_bands.
+CREATE VIEW ml.woe_anchor_scores_by_model_v1 AS
+SELECT s.*,
+       s.base_logit + s.woe_sum AS woe_logit,
+       ml.woe_sigmoid(s.base_logit + s.woe_sum) AS woe_anchor_p_slow21
+  FROM (SELECT b.*,
+               w1.woe AS woe_dsold, w2.woe AS woe_trust, w3.woe AS woe_ship, w4.woe AS woe_sale,
+               w5.woe AS woe_cond, w6.woe AS woe_dmg, w7.woe AS woe_bat, w8.woe AS woe_present,
+               w9.woe AS woe_vdmg, w10.woe AS woe_acc,
+               coalesce(w1.woe, 0) + coalesce(w2.woe, 0) + coalesce(w3.woe, 0) + coalesce(w4.woe, 0)
+                 + coalesce(w5.woe, 0) + coalesce(w6.woe, 0) + coalesce(w7.woe, 0) + coalesce(w8.woe, 0)
+                 + coalesce(w9.woe, 0) + coalesce(w10.woe, 0) AS woe_sum,
+               array_remove(ARRAY[
+                   CASE WHEN w1.woe IS NULL THEN 'dsold' END, CASE WHEN w2.woe IS NULL THEN 'trust' END,
+                   CASE WHEN w3.woe IS NULL THEN 'ship' END, CASE WHEN w4.woe IS NULL THEN 'sale' END,
+                   CASE WHEN w5.woe IS NULL THEN 'cond' END, CASE WHEN w6.woe IS NULL THEN 'dmg' END,
+                   CASE WHEN w7.woe IS NULL THEN 'bat' END, CASE WHEN w8.woe IS NULL THEN 'present' END,
+                   CASE WHEN w9.woe IS NULL THEN 'vdmg' END, CASE WHEN w10.woe IS NULL THEN 'acc' END],
+                   NULL) AS unmapped_bands
+          FROM ml.v_woe_anchor_bands_by_model_v1 AS b
+          LEFT JOIN ml.woe_anchor_map_v1 AS w1
+                 ON w1.model_key = b.model_key AND w1.fold_id IS NULL AND w1.band_name = 'dsold' AND w1.band_value = b.dsold_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w2
+                 ON w2.model_key = b.model_key AND w2.fold_id IS NULL AND w2.band_name = 'trust' AND w2.band_value = b.trust_tier
+          LEFT JOIN ml.woe_anchor_map_v1 AS w3
+                 ON w3.model_key = b.model_key AND w3.fold_id IS NULL AND w3.band_name = 'ship' AND w3.band_value = b.ship_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w4
+                 ON w4.model_key = b.model_key AND w4.fold_id IS NULL AND w4.band_name = 'sale' AND w4.band_value = b.sale_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w5
+                 ON w5.model_key = b.model_key AND w5.fold_id IS NULL AND w5.band_name = 'cond' AND w5.band_value = b.cond_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w6
+                 ON w6.model_key = b.model_key AND w6.fold_id IS NULL AND w6.band_name = 'dmg' AND w6.band_value = b.dmg_ai_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w7
+                 ON w7.model_key = b.model_key AND w7.fold_id IS NULL AND w7.band_name = 'bat' AND w7.band_value = b.bat_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w8
+                 ON w8.model_key = b.model_key AND w8.fold_id IS NULL AND w8.band_name = 'present' AND w8.band_value = b.presentation_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w9
+                 ON w9.model_key = b.model_key AND w9.fold_id IS NULL AND w9.band_name = 'vdmg' AND w9.band_value = b.vdmg_band
+          LEFT JOIN ml.woe_anchor_map_v1 AS w10
+                 ON w10.model_key = b.model_key AND w10.fold_id IS NULL AND w10.band_name = 'acc' AND w10.band_value = b.accessories_band
+       ) AS s;
+
+-- Seed §2.2.2: live scores under the active model.
+CREATE VIEW ml.woe_anchor_scores_live_v1 AS
+SELECT * FROM ml.woe_anchor_scores_by_model_v1 WHERE is_active;
+
+-- Seed §2.2.3: fail-closed live scores. The guard takes no row values, so it runs
+-- once per query as a one-time filter and raises before any row is returned.
+CREATE VIEW ml.woe_anchor_scores_live_train_v AS
+SELECT * FROM ml.woe_anchor_scores_live_v1
+ WHERE audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', interval '24 hours');
+
+-- The same guard over any model's scores, for comparing a candidate with the active model.
+CREATE VIEW ml.woe_anchor_scores_by_model_train_v AS
+SELECT * FROM ml.woe_anchor_scores_by_model_v1
+ WHERE audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', interval '24 hours');

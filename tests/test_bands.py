@@ -1,0 +1,132 @@
+"""Every band boundary of DESIGN §3 through the SQL banding, table-driven."""
+
+import math
+
+import pytest
+import sqlalchemy as sa
+
+T = (-0.15, -0.05, 0.05, 0.15)
+
+DSOLD = [
+    (None, "dSold_missing"), (math.nan, "dSold_missing"), (-0.5, "dSold_under"),
+    (-0.15, "dSold_low"), (-0.1, "dSold_low"), (-0.05, "dSold_fair"), (0.0, "dSold_fair"),
+    (0.05, "dSold_high"), (0.149, "dSold_high"), (0.15, "dSold_over"), (3.0, "dSold_over"),
+]
+TRUST = [("HIGH", "HIGH"), ("MEDIUM", "MEDIUM"), ("LOW", "LOW"), ("NEW", "NEW"),
+         (None, "trust_missing"), ("high", "trust_missing"), ("PLATINUM", "trust_missing")]
+SHIP = [(True, "shipping_ok"), (False, "shipping_no"), (None, "ship_missing")]
+SALE = [(True, "sale_negotiable"), (False, "sale_fixed"), (None, "sale_missing")]
+COND = [("new", "cond_new"), ("like_new", "cond_like_new"), ("good", "cond_good"), ("fair", "cond_fair"),
+        ("for_parts", "cond_parts"), (None, "cond_missing"), ("mint", "cond_missing")]
+PROB = [(None, "missing"), (math.nan, "missing"), (0.0, "lo"), (0.1999, "lo"), (0.2, "mid"),
+        (0.4999, "mid"), (0.5, "hi"), (1.0, "hi")]
+BAT = [(None, "bat_missing"), (0, "bat_lt80"), (79, "bat_lt80"), (80, "bat_80_89"), (89, "bat_80_89"),
+       (90, "bat_90p"), (100, "bat_90p")]
+PRESENT = [(None, "present_missing"), (math.nan, "present_missing"), (0.0, "present_lo"),
+           (0.3999, "present_lo"), (0.4, "present_mid"), (0.6999, "present_mid"), (0.7, "present_hi"),
+           (1.0, "present_hi")]
+ACC = [  # (has_image_row, has_box, has_charger)
+    ((False, None, None), "acc_missing"), ((False, True, True), "acc_missing"),
+    ((True, None, None), "acc_missing"), ((True, True, True), "acc_full"),
+    ((True, True, False), "acc_partial"), ((True, None, True), "acc_partial"),
+    ((True, False, False), "acc_none"), ((True, False, None), "acc_none"),
+]
+
+
+def _one(engine, sql, **params):
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar_one()
+
+
+@pytest.mark.parametrize(("x", "band"), DSOLD)
+def test_dsold(engine, x, band):
+    assert _one(engine, "SELECT ml.woe_band_dsold(CAST(:x AS float8), -0.15, -0.05, 0.05, 0.15)", x=x) == band
+
+
+@pytest.mark.parametrize(("x", "band"), TRUST)
+def test_trust(engine, x, band):
+    assert _one(engine, "SELECT ml.woe_band_trust(CAST(:x AS text))", x=x) == band
+
+
+@pytest.mark.parametrize(("x", "band"), SHIP)
+def test_ship(engine, x, band):
+    assert _one(engine, "SELECT ml.woe_band_ship(CAST(:x AS boolean))", x=x) == band
+
+
+@pytest.mark.parametrize(("x", "band"), SALE)
+def test_sale(engine, x, band):
+    assert _one(engine, "SELECT ml.woe_band_sale(CAST(:x AS boolean))", x=x) == band
+
+
+@pytest.mark.parametrize(("x", "band"), COND)
+def test_cond(engine, x, band):
+    assert _one(engine, "SELECT ml.woe_band_cond(CAST(:x AS text))", x=x) == band
+
+
+@pytest.mark.parametrize("prefix", ["dmg_ai", "vdmg"])
+@pytest.mark.parametrize(("x", "suffix"), PROB)
+def test_damage_probabilities(engine, prefix, x, suffix):
+    assert _one(engine, "SELECT ml.woe_band_prob3(:p, CAST(:x AS float8))", p=prefix, x=x) == f"{prefix}_{suffix}"
+
+
+@pytest.mark.parametrize(("x", "band"), BAT)
+def test_battery(engine, x, band):
+    assert _one(engine, "SELECT ml.woe_band_bat(CAST(:x AS smallint))", x=x) == band
+
+
+@pytest.mark.parametrize(("x", "band"), PRESENT)
+def test_presentation(engine, x, band):
+    assert _one(engine, "SELECT ml.woe_band_present(CAST(:x AS float8), 0.4, 0.7)", x=x) == band
+
+
+@pytest.mark.parametrize(("flags", "band"), ACC)
+def test_accessories(engine, flags, band):
+    row, box, charger = flags
+    sql = "SELECT ml.woe_band_acc(CAST(:r AS boolean), CAST(:b AS boolean), CAST(:c AS boolean))"
+    assert _one(engine, sql, r=row, b=box, c=charger) == band
+
+
+@pytest.mark.parametrize(
+    ("n_photos", "quality", "lighting", "background", "expected"),
+    [(10, 1.0, 1.0, 1.0, 1.0), (3, 0.5, 0.2, 0.9, 0.4 * 0.5 + 0.3 * 0.2 + 0.2 * 0.9 + 0.1 * 3 / 10),
+     (25, 0.0, 0.0, 0.0, 0.1), (None, 0.5, 0.5, 0.5, None), (4, None, 0.5, 0.5, None)],
+)
+def test_presentation_score(engine, n_photos, quality, lighting, background, expected):
+    got = _one(engine, "SELECT ml.woe_presentation_score(CAST(:n AS smallint), :q, :l, :b)",
+               n=n_photos, q=quality, l=lighting, b=background)
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
+def test_bands_view_uses_the_same_functions_end_to_end(engine):
+    """A row through ml.woe_anchor_bands_v1 (the function training and live scoring share)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO ml.socio_market_snapshots VALUES (1, 'iphone_13', '2026-05-01T12:00Z', -0.05, 'LOW', "
+            "true, false, 'for_parts', 0.2, 89, NULL, '2026-05-01T11:00Z'),"
+            "(2, 'iphone_12', '2026-05-02T12:00Z', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2026-05-02T11:00Z')"))
+        conn.execute(sa.text(
+            "INSERT INTO ml.iphone_image_features VALUES (1, '2026-05-01T12:00Z', 10, 1.0, 1.0, 1.0, 0.5, true, NULL)"))
+        rows = conn.execute(sa.text(
+            "SELECT * FROM ml.woe_anchor_bands_v1(-0.15, -0.05, 0.05, 0.15, 0.4, 0.7) ORDER BY listing_id")).mappings().all()
+    first, second = rows
+    assert [first[k] for k in ("dsold_band", "trust_tier", "ship_band", "sale_band", "cond_band", "dmg_ai_band",
+                               "bat_band", "presentation_band", "vdmg_band", "accessories_band")] == [
+        "dSold_fair", "LOW", "shipping_ok", "sale_fixed", "cond_parts", "dmg_ai_mid", "bat_80_89", "present_hi",
+        "vdmg_hi", "acc_partial"]
+    assert first["presentation_score"] == pytest.approx(1.0)
+    assert [second[k] for k in ("dsold_band", "trust_tier", "ship_band", "sale_band", "cond_band", "dmg_ai_band",
+                                "bat_band", "presentation_band", "vdmg_band", "accessories_band")] == [
+        "dSold_missing", "trust_missing", "ship_missing", "sale_missing", "cond_missing", "dmg_ai_missing",
+        "bat_missing", "present_missing", "vdmg_missing", "acc_missing"]
+    assert second["presentation_score"] is None
+
+
+def test_fold_function_matches_python_and_keeps_listings_together(engine):
+    from woe_core.bands import fold_of
+
+    ids = [1, 2, 3, 12345, 2147483646, 2147483647, 2147483648, 9_000_000_000_001]
+    with engine.connect() as conn:
+        got = conn.execute(sa.text("SELECT ml.woe_fold(x, 5) FROM unnest(CAST(:ids AS bigint[])) AS x"),
+                           {"ids": ids}).scalars().all()
+    assert got == [int(fold_of(i, 5)) for i in ids]
+    assert all(0 <= f < 5 for f in got)

