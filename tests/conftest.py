@@ -101,3 +101,25 @@ def pytest_report_header(config):
         version = conn.execute(sa.text("SELECT version()")).scalar_one()
     admin.dispose()
     return [f"woe tests run against: {where}", f"server: {version}"]
+
+
+DEMO_LISTINGS = 400
+
+
+@pytest.fixture
+def demo_engine(engine):
+    """A migrated database holding a small demo marketplace (not yet certified)."""
+    from woe_core import demo
+
+    demo.load_demo(engine, DEMO_LISTINGS, seed=3)
+    return engine
+
+
+@pytest.fixture
+def certified_engine(demo_engine):
+    """The demo database with a fresh, passing certification."""
+    from woe_core import certify
+
+    result = certify.certify(demo_engine, "test-certifier")
+    assert result.passed, result.summary()
+    return demo_engine

@@ -11,13 +11,14 @@ folder: the server stops when the last of them exits.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
@@ -192,3 +193,9 @@ def dispose_engine(engine: Engine) -> None:
             if cached is engine:
                 del _engines[key]
     engine.dispose()
+
+
+def frame(conn: sa.Connection, statement: sa.TextClause, params: dict | None = None) -> pd.DataFrame:
+    """Run ``statement`` and return its rows as a DataFrame (errors stay SQLAlchemy's, unwrapped)."""
+    result = conn.execute(statement, params or {})
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -1,0 +1,101 @@
+"""The guarded live view fails closed: no, failed, stale or outdated certification -> error."""
+
+import pytest
+import sqlalchemy as sa
+from modelkit import handwritten_map, insert_model
+from sqlalchemy.exc import DBAPIError
+
+from woe_core import certify, score
+from woe_core.errors import CertificationRequired
+
+GUARDED = "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v"
+DATASET = certify.ENTRYPOINT
+
+
+@pytest.fixture
+def with_model(demo_engine):
+    with demo_engine.begin() as conn:
+        insert_model(conn, "tom_aft_v1_20260601_000000", handwritten_map(), active=True)
+    return demo_engine
+
+
+def _guarded_count(engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.text(GUARDED)).scalar_one()
+
+
+def _refusal(engine) -> str:
+    with pytest.raises(DBAPIError) as info:
+        _guarded_count(engine)
+    assert info.value.orig.sqlstate == "WC001"
+    message = info.value.orig.diag.message_primary
+    assert DATASET in message
+    return message
+
+
+def test_no_certification_is_refused(with_model):
+    assert "no certification has been recorded" in _refusal(with_model)
+
+
+def test_failed_certification_is_refused_naming_the_failed_check(with_model):
+    with with_model.begin() as conn:
+        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 minute' "
+                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+    assert not certify.certify(with_model, "t").passed
+    message = _refusal(with_model)
+    assert "failed checks: t0_safe" in message
+
+
+def test_stale_certification_is_refused(with_model):
+    with with_model.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, passed, checks) "
+            "VALUES (:d, now() - interval '25 hours', 't', true, '[]')"), {"d": DATASET})
+    assert "is older than 24:00:00" in _refusal(with_model)
+    certify.certify(with_model, "t")
+    assert _guarded_count(with_model) > 0
+
+
+def test_data_changed_after_certification_is_refused(with_model):
+    certify.certify(with_model, "t")
+    assert _guarded_count(with_model) > 0
+    with with_model.begin() as conn:
+        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships "
+                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+    assert "data changed at" in _refusal(with_model)
+    certify.certify(with_model, "t")
+    assert _guarded_count(with_model) > 0
+
+
+def test_fresh_certification_serves_every_row(with_model):
+    certify.certify(with_model, "t")
+    with with_model.connect() as conn:
+        snapshots = conn.execute(sa.text(f"SELECT count(*) FROM {DATASET}")).scalar_one()
+    assert _guarded_count(with_model) == snapshots > 0
+
+
+def test_guard_refuses_even_when_no_row_would_match(with_model):
+    with pytest.raises(DBAPIError, match="is not certified"), with_model.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM ml.woe_anchor_scores_live_train_v WHERE listing_id = -1")).all()
+
+
+def test_guard_is_a_one_time_filter_not_a_per_row_call(with_model):
+    certify.certify(with_model, "t")
+    with with_model.connect() as conn:
+        plan = "\n".join(conn.execute(sa.text("EXPLAIN " + GUARDED)).scalars())
+        assert "One-Time Filter: audit.require_certified_strict" in plan
+        plan = "\n".join(conn.execute(sa.text("EXPLAIN SELECT * FROM ml.woe_anchor_scores_live_train_v "
+                                              "WHERE listing_id = 1")).scalars())
+        assert "One-Time Filter: audit.require_certified_strict" in plan
+
+
+def test_lookup_translates_the_refusal(with_model):
+    with pytest.raises(CertificationRequired, match=f"{DATASET} is not certified.*python -m woe_core certify"):
+        score.lookup(with_model, 1)
+
+
+@pytest.mark.parametrize(("dataset", "max_age"), [(None, "24 hours"), (DATASET, "0 seconds"), (DATASET, "-1 hour")])
+def test_guard_rejects_meaningless_arguments(engine, dataset, max_age):
+    with pytest.raises(DBAPIError, match="max_age must be a positive interval"), engine.connect() as conn:
+        conn.execute(sa.text("SELECT audit.require_certified_strict(:d, CAST(:a AS interval))"),
+                     {"d": dataset, "a": max_age})

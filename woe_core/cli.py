@@ -1,0 +1,121 @@
+"""Command line: ``python -m woe_core COMMAND`` for schedulers and operators.
+
+Every command prints a readable result; a ``WoeError`` is printed as one line on
+stderr with exit code 1 (2 for usage errors), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from . import bootstrap, certify, db, demo, migrations, registry, score
+from .errors import WoeError
+from .identity import local_actor
+
+
+def _engine(args: argparse.Namespace):
+    return db.get_engine(args.database_url)
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    applied = migrations.migrate(_engine(args))
+    print("applied: " + ", ".join(m.path.name for m in applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    migrations.migrate(engine)
+    counts = demo.load_demo(engine, args.listings, seed=args.seed)
+    print(f"loaded demo marketplace: {counts['socio_rows']:,} snapshots, {counts['image_rows']:,} image rows")
+    if not args.no_certify:
+        return _print_certification(certify.certify(engine, args.actor or local_actor()))
+    return 0
+
+
+def _print_certification(cert: certify.Certification) -> int:
+    print(cert.summary())
+    for check in cert.checks:
+        mark = "ok  " if check.passed else "FAIL"
+        print(f"  {mark} {check.name:<32} {check.violations:>10,}  {check.description}")
+    return 0 if cert.passed else 1
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    return _print_certification(certify.certify(_engine(args), args.actor or local_actor(), args.dataset))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    info = db.describe(engine)
+    print(f"database: {info.kind} {info.location} (PostgreSQL {info.server_version})")
+    print(f"snapshots: {bootstrap.snapshot_count(engine):,}")
+    st = certify.status(engine)
+    print(f"certification: {st.reason}" + (f" (#{st.latest.certification_id}, age {st.age})" if st.latest else ""))
+    print(f"active model: {registry.active_model_key(engine) or 'none'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    models = registry.list_models(_engine(args))
+    if models.empty:
+        print("no models registered")
+    else:
+        print(models.to_string(index=False))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    frame = score.lookup(_engine(args), args.listing_id, model_key=args.model)
+    if frame.empty:
+        print(f"listing {args.listing_id} has no snapshot")
+        return 1
+    for _, row in frame.iterrows():
+        print(f"{row['model_key']}  listing {row['listing_id']}  t0 {row['t0']}  "
+              f"p_slow21 {row['woe_anchor_p_slow21']:.4f}  woe_logit {row['woe_logit']:+.4f}")
+        with pd.option_context("display.width", 120):
+            print(score.contributions(row).to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m woe_core", description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL URL (default: WOE_DATABASE_URL, else the embedded server)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init-db", help="apply pending SQL migrations").set_defaults(func=cmd_init_db)
+
+    p = sub.add_parser("demo", help="replace the feature stores with a synthetic marketplace and certify it")
+    p.add_argument("--listings", type=int, default=bootstrap.FIRST_START_DEMO_LISTINGS)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--actor", default=None)
+    p.add_argument("--no-certify", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("certify", help="check, hash and record a certification of the input dataset")
+    p.add_argument("--dataset", default=certify.ENTRYPOINT)
+    p.add_argument("--actor", default=None, help="who certifies (default: WOE_ACTOR or the OS user)")
+    p.set_defaults(func=cmd_certify)
+
+    sub.add_parser("status", help="database, data, certification and active model").set_defaults(func=cmd_status)
+    sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)
+
+    p = sub.add_parser("score", help="guarded live score of a listing, with its per-band explanation")
+    p.add_argument("listing_id", type=int)
+    p.add_argument("--model", default=None, help="score under this model instead of the active one")
+    p.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except WoeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

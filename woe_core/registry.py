@@ -1,0 +1,29 @@
+"""Reading the model registry."""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .db import frame
+
+_MODEL_COLUMNS = """
+    model_key, is_active, created_at, created_by, train_cutoff_ts, half_life_days, eps, n_folds,
+    band_schema_version, code_sha256, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4
+"""
+
+
+def active_model_key(engine: Engine) -> str | None:
+    """The key of the active model, or None when no model is active."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active")
+        ).scalar_one_or_none()
+
+
+def list_models(engine: Engine) -> pd.DataFrame:
+    """Every registered model, newest first."""
+    with engine.connect() as conn:
+        return frame(conn, sa.text(
+            f"SELECT {_MODEL_COLUMNS} FROM ml.woe_anchor_model_registry_v1 ORDER BY created_at DESC, model_key DESC"))

@@ -1,0 +1,74 @@
+"""Live scores and their explanation, always through the guarded views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .bands import BANDS
+from .db import frame, woe_errors
+from .errors import InvalidParameter, NotFound
+from .registry import active_model_key
+
+_SCORE_COLUMNS = ", ".join(
+    ["model_key", "is_active", "listing_id", "generation", "t0", "base_logit", "presentation_score"]
+    + [b[1] for b in BANDS] + [b[2] for b in BANDS]
+    + ["unmapped_bands", "woe_logit", "woe_anchor_p_slow21"]
+)
+_LIVE_LOOKUP = sa.text(
+    f"SELECT {_SCORE_COLUMNS} FROM ml.woe_anchor_scores_live_train_v "
+    "WHERE listing_id = :listing_id AND (CAST(:t0 AS timestamptz) IS NULL OR t0 = :t0) ORDER BY t0"
+)
+_MODEL_LOOKUP = sa.text(
+    f"SELECT {_SCORE_COLUMNS} FROM ml.woe_anchor_scores_by_model_train_v "
+    "WHERE model_key = :model_key AND listing_id = :listing_id "
+    "AND (CAST(:t0 AS timestamptz) IS NULL OR t0 = :t0) ORDER BY t0"
+)
+
+
+def _check_listing_id(listing_id: object) -> int:
+    if isinstance(listing_id, bool) or not isinstance(listing_id, int) or listing_id <= 0:
+        raise InvalidParameter(f"listing_id must be a positive integer, got {listing_id!r}")
+    return listing_id
+
+
+def lookup(engine: Engine, listing_id: int, *, t0: datetime | None = None,
+           model_key: str | None = None) -> pd.DataFrame:
+    """Guarded scores of every snapshot of ``listing_id`` (or only the one at ``t0``).
+
+    Uses the active model unless ``model_key`` names another. Raises
+    ``CertificationRequired`` when the guard refuses and ``NotFound`` when no
+    model is active or the model does not exist; an unknown listing gives an
+    empty frame. One row per snapshot, with each band's value and WOE
+    (NaN = unmapped, contributes 0), ``woe_logit`` and ``woe_anchor_p_slow21``.
+    """
+    listing_id = _check_listing_id(listing_id)
+    if model_key is None and active_model_key(engine) is None:
+        raise NotFound("no model is active: train a candidate and promote it first")
+    params = {"listing_id": listing_id, "t0": t0}
+    with woe_errors(), engine.connect() as conn:
+        if model_key is None:
+            return frame(conn, _LIVE_LOOKUP, params)
+        exists = conn.execute(sa.text("SELECT 1 FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
+                              {"k": model_key}).scalar_one_or_none()
+        if exists is None:
+            raise NotFound(f"model {model_key!r} does not exist")
+        return frame(conn, _MODEL_LOOKUP, {**params, "model_key": model_key})
+
+
+def contributions(row: pd.Series | dict) -> pd.DataFrame:
+    """Per-band explanation of one scored snapshot: value, WOE (0 when unmapped), running logit."""
+    row = dict(row)
+    running = float(row["base_logit"])
+    out = []
+    for band_name, band_column, woe_column in BANDS:
+        woe = row[woe_column]
+        unmapped = woe is None or pd.isna(woe)
+        contribution = 0.0 if unmapped else float(woe)
+        running += contribution
+        out.append({"band_name": band_name, "band_value": row[band_column], "woe": contribution,
+                    "unmapped": unmapped, "logit_after": running})
+    return pd.DataFrame(out)
