@@ -63,20 +63,24 @@ CREATE TRIGGER iphone_image_features_changed
 --
 -- Canonical text: each row's PostgreSQL record text, rendered with TimeZone UTC,
 -- DateStyle ISO and extra_float_digits 1 (shortest exact float text), so the hash
--- does not depend on the session's settings. Order: edited_date, then the key
--- columns, then the row text (so even duplicate keys hash deterministically).
--- Rows are hashed per UTC day of edited_date and the day hashes are hashed in day
--- order ("day:hash" lines), which keeps every intermediate string small at any
--- dataset size. An empty dataset hashes to sha256('').
+-- does not depend on the session's settings. Each row is hashed (row digest =
+-- sha256 of its UTF-8 text); rows are grouped by the UTC day of edited_date and
+-- ordered by edited_date, then the key columns, then the row digest (so even
+-- duplicate keys hash deterministically); a day's hash is the sha256 of its row
+-- digests concatenated in that order; the dataset's hash is the sha256 of the
+-- lines "YYYY-MM-DD:<day hash hex>" joined by newlines in day order (a NULL
+-- edited_date counts as the day "null", last). Every
+-- intermediate value stays small at any dataset size, and the per-row work runs
+-- in parallel workers. An empty dataset hashes to sha256('').
 CREATE FUNCTION audit.dataset_sha256(p_dataset text, p_key_columns text[] DEFAULT ARRAY['listing_id'])
-RETURNS text
+RETURNS SETOF text ROWS 1
 LANGUAGE plpgsql STABLE
 SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET extra_float_digits = 1 SET "IntervalStyle" = 'postgres'
 AS $$
 DECLARE
     rel      regclass := to_regclass(p_dataset);
-    key_list text;
-    result   text;
+    key_sel  text;
+    key_ord  text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'dataset % does not exist', quote_literal(p_dataset) USING ERRCODE = 'undefined_table';
@@ -85,17 +89,26 @@ BEGIN
         RAISE EXCEPTION 'dataset_sha256 needs at least one key column, got %', p_key_columns
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT string_agg(format('d.%I', k), ', ') INTO key_list FROM unnest(p_key_columns) AS k;
-    EXECUTE format(
+    SELECT string_agg(format('d.%I', k), ', '), string_agg(format('%I', k), ', ')
+      INTO key_sel, key_ord
+      FROM unnest(p_key_columns) AS k;
+    -- The ORDER BY in the inner query keeps it from being flattened, so the row
+    -- digests are computed below the sort (in parallel workers) and the
+    -- aggregate receives rows already in order. RETURN QUERY (unlike EXECUTE ...
+    -- INTO) lets PostgreSQL use a parallel plan, hence the one-row SETOF result.
+    RETURN QUERY EXECUTE format(
         $q$
-        SELECT encode(sha256(convert_to(coalesce(string_agg(day_text || ':' || day_hash, E'\n' ORDER BY day_text), ''), 'UTF8')), 'hex')
-          FROM (SELECT coalesce((d.edited_date AT TIME ZONE 'UTC')::date::text, 'null') AS day_text,
-                       encode(sha256(convert_to(string_agg(d::text, E'\n' ORDER BY d.edited_date, %1$s, d::text), 'UTF8')), 'hex') AS day_hash
-                  FROM %2$s AS d
-                 GROUP BY 1) AS days
-        $q$, key_list, rel)
-      INTO result;
-    RETURN result;
+        SELECT encode(sha256(convert_to(coalesce(string_agg(coalesce(day::text, 'null') || ':' || day_hash, E'\n' ORDER BY day), ''), 'UTF8')), 'hex')
+          FROM (SELECT day,
+                       encode(sha256(string_agg(row_digest, ''::bytea ORDER BY edited_date, %3$s, row_digest)), 'hex') AS day_hash
+                  FROM (SELECT (d.edited_date AT TIME ZONE 'UTC')::date AS day,
+                               d.edited_date AS edited_date,
+                               sha256(convert_to(d::text, 'UTF8')) AS row_digest,
+                               %1$s
+                          FROM %2$s AS d
+                         ORDER BY day, edited_date, %1$s, row_digest) AS rows_in_order
+                 GROUP BY day) AS days
+        $q$, key_sel, rel, key_ord);
 END $$;
 COMMENT ON FUNCTION audit.dataset_sha256(text, text[]) IS
     'Deterministic SHA-256 (hex) of a dataset''s rows, ordered by edited_date then key; independent of session settings.';
@@ -104,10 +117,11 @@ COMMENT ON FUNCTION audit.dataset_sha256(text, text[]) IS
 -- certification of p_dataset passed, is younger than p_max_age and the data has not
 -- changed since. It reads two small indexed rows and never rescans the data. It is
 -- STABLE and takes no row values, so a view's WHERE clause evaluates it once per
--- query (a one-time filter), before any row is returned.
+-- query (a one-time filter), before any row is returned. PARALLEL RESTRICTED: it
+-- runs in the leader only, while the rows below it may still be scanned in parallel.
 CREATE FUNCTION audit.require_certified_strict(p_dataset text, p_max_age interval)
 RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     latest     record;

@@ -103,25 +103,62 @@ RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT 1.0 / (1.0 + exp(-greatest(least(x, 700.0), -700.0)))
 $$;
 
--- The band schema as data: every (band_name, output column) of schema version 1.
-CREATE TABLE ml.woe_anchor_band_schema_v1 (
+-- The band schema as data: every value each band can take, with a slot number.
+-- The score views pack a model's final map into an array indexed by slot, so
+-- scoring a row is ten array lookups instead of ten joins.
+CREATE TABLE ml.woe_anchor_band_values_v1 (
     band_schema_version  integer NOT NULL,
     band_name            text NOT NULL,
     band_column          text NOT NULL,
-    ordinal              integer NOT NULL,
-    PRIMARY KEY (band_schema_version, band_name)
+    band_value           text NOT NULL,
+    slot                 integer NOT NULL,
+    PRIMARY KEY (band_schema_version, band_name, band_value),
+    UNIQUE (band_schema_version, slot)
 );
-INSERT INTO ml.woe_anchor_band_schema_v1 VALUES
-    (1, 'dsold',   'dsold_band',        1),
-    (1, 'trust',   'trust_tier',        2),
-    (1, 'ship',    'ship_band',         3),
-    (1, 'sale',    'sale_band',         4),
-    (1, 'cond',    'cond_band',         5),
-    (1, 'dmg',     'dmg_ai_band',       6),
-    (1, 'bat',     'bat_band',          7),
-    (1, 'present', 'presentation_band', 8),
-    (1, 'vdmg',    'vdmg_band',         9),
-    (1, 'acc',     'accessories_band', 10);
+INSERT INTO ml.woe_anchor_band_values_v1 VALUES
+    (1, 'dsold', 'dsold_band', 'dSold_under', 1),
+    (1, 'dsold', 'dsold_band', 'dSold_low', 2),
+    (1, 'dsold', 'dsold_band', 'dSold_fair', 3),
+    (1, 'dsold', 'dsold_band', 'dSold_high', 4),
+    (1, 'dsold', 'dsold_band', 'dSold_over', 5),
+    (1, 'dsold', 'dsold_band', 'dSold_missing', 6),
+    (1, 'trust', 'trust_tier', 'HIGH', 7),
+    (1, 'trust', 'trust_tier', 'MEDIUM', 8),
+    (1, 'trust', 'trust_tier', 'LOW', 9),
+    (1, 'trust', 'trust_tier', 'NEW', 10),
+    (1, 'trust', 'trust_tier', 'trust_missing', 11),
+    (1, 'ship', 'ship_band', 'shipping_ok', 12),
+    (1, 'ship', 'ship_band', 'shipping_no', 13),
+    (1, 'ship', 'ship_band', 'ship_missing', 14),
+    (1, 'sale', 'sale_band', 'sale_negotiable', 15),
+    (1, 'sale', 'sale_band', 'sale_fixed', 16),
+    (1, 'sale', 'sale_band', 'sale_missing', 17),
+    (1, 'cond', 'cond_band', 'cond_new', 18),
+    (1, 'cond', 'cond_band', 'cond_like_new', 19),
+    (1, 'cond', 'cond_band', 'cond_good', 20),
+    (1, 'cond', 'cond_band', 'cond_fair', 21),
+    (1, 'cond', 'cond_band', 'cond_parts', 22),
+    (1, 'cond', 'cond_band', 'cond_missing', 23),
+    (1, 'dmg', 'dmg_ai_band', 'dmg_ai_hi', 24),
+    (1, 'dmg', 'dmg_ai_band', 'dmg_ai_mid', 25),
+    (1, 'dmg', 'dmg_ai_band', 'dmg_ai_lo', 26),
+    (1, 'dmg', 'dmg_ai_band', 'dmg_ai_missing', 27),
+    (1, 'bat', 'bat_band', 'bat_90p', 28),
+    (1, 'bat', 'bat_band', 'bat_80_89', 29),
+    (1, 'bat', 'bat_band', 'bat_lt80', 30),
+    (1, 'bat', 'bat_band', 'bat_missing', 31),
+    (1, 'present', 'presentation_band', 'present_lo', 32),
+    (1, 'present', 'presentation_band', 'present_mid', 33),
+    (1, 'present', 'presentation_band', 'present_hi', 34),
+    (1, 'present', 'presentation_band', 'present_missing', 35),
+    (1, 'vdmg', 'vdmg_band', 'vdmg_hi', 36),
+    (1, 'vdmg', 'vdmg_band', 'vdmg_mid', 37),
+    (1, 'vdmg', 'vdmg_band', 'vdmg_lo', 38),
+    (1, 'vdmg', 'vdmg_band', 'vdmg_missing', 39),
+    (1, 'acc', 'accessories_band', 'acc_full', 40),
+    (1, 'acc', 'accessories_band', 'acc_partial', 41),
+    (1, 'acc', 'accessories_band', 'acc_none', 42),
+    (1, 'acc', 'accessories_band', 'acc_missing', 43);
 
 -- Every snapshot of the certified entrypoint, banded with the given thresholds and
 -- presentation cuts. The one place where rows become band values.
@@ -164,46 +201,46 @@ CREATE VIEW ml.v_woe_anchor_bands_live_v1 AS
 SELECT * FROM ml.v_woe_anchor_bands_by_model_v1 WHERE is_active;
 
 -- Scores under every model: base_logit + the final map's WOE of each band value.
--- A band value the map lacks contributes 0 and is listed in unmapped_bands.
+-- The model's final map is packed once per model into an array indexed by
+-- ml.woe_anchor_band_values_v1.slot (NULL where the map has no row); each band
+-- value is found by its position in that band's value list. A band value the map
+-- lacks contributes 0 and is listed in unmapped_bands.
 CREATE VIEW ml.woe_anchor_scores_by_model_v1 AS
 SELECT s.*,
        s.base_logit + s.woe_sum AS woe_logit,
        ml.woe_sigmoid(s.base_logit + s.woe_sum) AS woe_anchor_p_slow21
-  FROM (SELECT b.*,
-               w1.woe AS woe_dsold, w2.woe AS woe_trust, w3.woe AS woe_ship, w4.woe AS woe_sale,
-               w5.woe AS woe_cond, w6.woe AS woe_dmg, w7.woe AS woe_bat, w8.woe AS woe_present,
-               w9.woe AS woe_vdmg, w10.woe AS woe_acc,
-               coalesce(w1.woe, 0) + coalesce(w2.woe, 0) + coalesce(w3.woe, 0) + coalesce(w4.woe, 0)
-                 + coalesce(w5.woe, 0) + coalesce(w6.woe, 0) + coalesce(w7.woe, 0) + coalesce(w8.woe, 0)
-                 + coalesce(w9.woe, 0) + coalesce(w10.woe, 0) AS woe_sum,
+  FROM (SELECT t.*,
+               coalesce(t.woe_dsold, 0) + coalesce(t.woe_trust, 0) + coalesce(t.woe_ship, 0)
+                 + coalesce(t.woe_sale, 0) + coalesce(t.woe_cond, 0) + coalesce(t.woe_dmg, 0)
+                 + coalesce(t.woe_bat, 0) + coalesce(t.woe_present, 0) + coalesce(t.woe_vdmg, 0)
+                 + coalesce(t.woe_acc, 0) AS woe_sum,
                array_remove(ARRAY[
-                   CASE WHEN w1.woe IS NULL THEN 'dsold' END, CASE WHEN w2.woe IS NULL THEN 'trust' END,
-                   CASE WHEN w3.woe IS NULL THEN 'ship' END, CASE WHEN w4.woe IS NULL THEN 'sale' END,
-                   CASE WHEN w5.woe IS NULL THEN 'cond' END, CASE WHEN w6.woe IS NULL THEN 'dmg' END,
-                   CASE WHEN w7.woe IS NULL THEN 'bat' END, CASE WHEN w8.woe IS NULL THEN 'present' END,
-                   CASE WHEN w9.woe IS NULL THEN 'vdmg' END, CASE WHEN w10.woe IS NULL THEN 'acc' END],
+                   CASE WHEN t.woe_dsold IS NULL THEN 'dsold' END, CASE WHEN t.woe_trust IS NULL THEN 'trust' END,
+                   CASE WHEN t.woe_ship IS NULL THEN 'ship' END, CASE WHEN t.woe_sale IS NULL THEN 'sale' END,
+                   CASE WHEN t.woe_cond IS NULL THEN 'cond' END, CASE WHEN t.woe_dmg IS NULL THEN 'dmg' END,
+                   CASE WHEN t.woe_bat IS NULL THEN 'bat' END, CASE WHEN t.woe_present IS NULL THEN 'present' END,
+                   CASE WHEN t.woe_vdmg IS NULL THEN 'vdmg' END, CASE WHEN t.woe_acc IS NULL THEN 'acc' END],
                    NULL) AS unmapped_bands
-          FROM ml.v_woe_anchor_bands_by_model_v1 AS b
-          LEFT JOIN ml.woe_anchor_map_v1 AS w1
-                 ON w1.model_key = b.model_key AND w1.fold_id IS NULL AND w1.band_name = 'dsold' AND w1.band_value = b.dsold_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w2
-                 ON w2.model_key = b.model_key AND w2.fold_id IS NULL AND w2.band_name = 'trust' AND w2.band_value = b.trust_tier
-          LEFT JOIN ml.woe_anchor_map_v1 AS w3
-                 ON w3.model_key = b.model_key AND w3.fold_id IS NULL AND w3.band_name = 'ship' AND w3.band_value = b.ship_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w4
-                 ON w4.model_key = b.model_key AND w4.fold_id IS NULL AND w4.band_name = 'sale' AND w4.band_value = b.sale_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w5
-                 ON w5.model_key = b.model_key AND w5.fold_id IS NULL AND w5.band_name = 'cond' AND w5.band_value = b.cond_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w6
-                 ON w6.model_key = b.model_key AND w6.fold_id IS NULL AND w6.band_name = 'dmg' AND w6.band_value = b.dmg_ai_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w7
-                 ON w7.model_key = b.model_key AND w7.fold_id IS NULL AND w7.band_name = 'bat' AND w7.band_value = b.bat_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w8
-                 ON w8.model_key = b.model_key AND w8.fold_id IS NULL AND w8.band_name = 'present' AND w8.band_value = b.presentation_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w9
-                 ON w9.model_key = b.model_key AND w9.fold_id IS NULL AND w9.band_name = 'vdmg' AND w9.band_value = b.vdmg_band
-          LEFT JOIN ml.woe_anchor_map_v1 AS w10
-                 ON w10.model_key = b.model_key AND w10.fold_id IS NULL AND w10.band_name = 'acc' AND w10.band_value = b.accessories_band
+          FROM (SELECT b.*,
+               w.woe[0 + array_position(ARRAY['dSold_under', 'dSold_low', 'dSold_fair', 'dSold_high', 'dSold_over', 'dSold_missing'], b.dsold_band)] AS woe_dsold,
+               w.woe[6 + array_position(ARRAY['HIGH', 'MEDIUM', 'LOW', 'NEW', 'trust_missing'], b.trust_tier)] AS woe_trust,
+               w.woe[11 + array_position(ARRAY['shipping_ok', 'shipping_no', 'ship_missing'], b.ship_band)] AS woe_ship,
+               w.woe[14 + array_position(ARRAY['sale_negotiable', 'sale_fixed', 'sale_missing'], b.sale_band)] AS woe_sale,
+               w.woe[17 + array_position(ARRAY['cond_new', 'cond_like_new', 'cond_good', 'cond_fair', 'cond_parts', 'cond_missing'], b.cond_band)] AS woe_cond,
+               w.woe[23 + array_position(ARRAY['dmg_ai_hi', 'dmg_ai_mid', 'dmg_ai_lo', 'dmg_ai_missing'], b.dmg_ai_band)] AS woe_dmg,
+               w.woe[27 + array_position(ARRAY['bat_90p', 'bat_80_89', 'bat_lt80', 'bat_missing'], b.bat_band)] AS woe_bat,
+               w.woe[31 + array_position(ARRAY['present_lo', 'present_mid', 'present_hi', 'present_missing'], b.presentation_band)] AS woe_present,
+               w.woe[35 + array_position(ARRAY['vdmg_hi', 'vdmg_mid', 'vdmg_lo', 'vdmg_missing'], b.vdmg_band)] AS woe_vdmg,
+               w.woe[39 + array_position(ARRAY['acc_full', 'acc_partial', 'acc_none', 'acc_missing'], b.accessories_band)] AS woe_acc
+                  FROM ml.v_woe_anchor_bands_by_model_v1 AS b
+                 CROSS JOIN LATERAL (
+                       SELECT array_agg(mp.woe ORDER BY v.slot) AS woe
+                         FROM ml.woe_anchor_band_values_v1 AS v
+                         LEFT JOIN ml.woe_anchor_map_v1 AS mp
+                                ON mp.model_key = b.model_key AND mp.fold_id IS NULL
+                               AND mp.band_name = v.band_name AND mp.band_value = v.band_value
+                        WHERE v.band_schema_version = b.band_schema_version) AS w
+               ) AS t
        ) AS s;
 
 -- Seed §2.2.2: live scores under the active model.

@@ -173,7 +173,8 @@ _COND_DAMAGE = np.array([-3.4, -2.7, -1.9, -0.6, 0.9, -1.8])  # last: null condi
 _COND_PRICE = np.array([0.06, 0.03, 0.0, -0.03, -0.06, 0.0])
 
 _DAY = 86_400
-_CHUNK_ROWS = 40_000
+_MAX_SNAPSHOTS = 4  # publication + at most 3 edits
+_CHUNK_ROWS = 40_000  # rows per COPY write (about 5 MB of CSV)
 
 
 @dataclass(frozen=True)
@@ -186,11 +187,7 @@ class DemoData:
 
 def _check_n_listings(n_listings: object) -> int:
     """Return ``n_listings`` as int or raise ``ValueError``."""
-    if (
-        isinstance(n_listings, bool | np.bool_)
-        or not isinstance(n_listings, numbers.Integral)
-        or n_listings <= 0
-    ):
+    if isinstance(n_listings, bool | np.bool_) or not isinstance(n_listings, numbers.Integral) or n_listings <= 0:
         raise ValueError(f"n_listings must be a positive integer, got {n_listings!r}")
     return int(n_listings)
 
@@ -214,12 +211,13 @@ def _numeric_band_effect(band: str, x: np.ndarray, edges: tuple[float, ...]) -> 
 
 
 def _bool_effect(band: str, value: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """Effect of a boolean feature; band labels are yes, no, missing."""
+    """Effect of a boolean feature; the band lists the true, false and missing values in that order."""
     eff = _effects(band)
     return np.where(null, eff[2], np.where(value, eff[0], eff[1]))
 
 
-def _with_nulls(rng: np.random.Generator, shape: int | tuple[int, ...], p: float) -> np.ndarray:
+def _chance(rng: np.random.Generator, shape: int | tuple[int, ...], p: float) -> np.ndarray:
+    """Independent Bernoulli(p) mask (used mostly for null masks)."""
     return rng.random(shape) < p
 
 
@@ -249,257 +247,322 @@ def _check_end(end: datetime, days: int) -> int:
     return math.floor(end.timestamp())
 
 
-def generate_demo(
-    n_listings: int, *, seed: int = 7, end: datetime = DEMO_END, days: int = 365
-) -> DemoData:
-    """Generate ``n_listings`` listings (about 1.5 snapshots each), deterministic per seed."""
-    n = _check_n_listings(n_listings)
-    end_s = _check_end(end, days)
-    rng = np.random.default_rng(seed)
-    max_snaps = 4
-
-    # Publication times: mild upward trend in volume (density 1 + 0.5 x over the
-    # window), listing ids assigned in publication order.
+def _draw_listings(rng: np.random.Generator, n: int, start_s: int, window_s: int) -> dict[str, np.ndarray]:
+    """Listing-level features (one value per listing, shared by its snapshots)."""
+    f: dict[str, np.ndarray] = {}
+    # Publication: mild upward trend in volume (density 1 + 0.5 x over the window);
+    # listing ids are assigned in publication order.
     a = 0.5
     u = np.sort(rng.random(n))
     frac = (np.sqrt(1.0 + 2.0 * a * u * (1.0 + a / 2.0)) - 1.0) / a
-    start_s = end_s - days * _DAY
-    pub_s = start_s + np.floor(frac * (days * _DAY - 1)).astype(np.int64)
-    listing_id = 10_000_000 + np.arange(n, dtype=np.int64)
+    f["pub_s"] = start_s + np.floor(frac * (window_s - 1)).astype(np.int64)
+    f["listing_id"] = 10_000_000 + np.arange(n, dtype=np.int64)
 
     # Generation, wear, condition, damage, battery.
-    gen = rng.choice(len(GENERATIONS), size=n, p=_GEN_PROBS)
+    f["gen"] = gen = rng.choice(len(GENERATIONS), size=n, p=_GEN_PROBS)
     age = _GEN_AGE_YEARS[gen]
     wear = 0.35 * age + rng.normal(0.0, 1.0, n)
     cond = np.searchsorted(_WEAR_CUTS, wear)
-    cond = np.where(_with_nulls(rng, n, 0.03), len(CONDITIONS), cond)
+    f["cond"] = cond = np.where(_chance(rng, n, 0.03), len(CONDITIONS), cond)
     damage = _COND_DAMAGE[cond] + rng.normal(0.0, 0.8, n)
     dmg = np.round(_sigmoid(damage + rng.normal(0.0, 0.6, n)), 4)
-    dmg[_with_nulls(rng, n, 0.03)] = np.nan
-
+    dmg[_chance(rng, n, 0.03)] = np.nan
+    f["dmg"] = dmg
     battery = 101.0 - 3.0 * age - 1.2 * np.clip(wear, 0.0, None) + rng.normal(0.0, 3.5, n)
     battery = np.where(cond == 0, 100.0, battery)
     battery = np.where(cond == 4, battery - rng.exponential(12.0, n), battery)
-    battery = np.clip(np.round(battery), 0, 100).astype(np.int16)
-    bat_null = _with_nulls(rng, n, 0.04) | ((cond == 0) & _with_nulls(rng, n, 0.5))
+    f["battery"] = np.clip(np.round(battery), 0, 100).astype(np.int16)
+    f["bat_null"] = _chance(rng, n, 0.04) | ((cond == 0) & _chance(rng, n, 0.5))
 
     # Seller.
-    trust = rng.choice(len(_TRUST_PROBS), size=n, p=_TRUST_PROBS)
-    ships = rng.random(n) < _TRUST_SHIP_P[trust]
-    ships_null = _with_nulls(rng, n, 0.03)
-    negotiable0 = rng.random(n) < 0.6
-    neg_null = _with_nulls(rng, n, 0.03)
+    f["trust"] = trust = rng.choice(len(_TRUST_PROBS), size=n, p=_TRUST_PROBS)
+    f["ships"] = rng.random(n) < _TRUST_SHIP_P[trust]
+    f["ships_null"] = _chance(rng, n, 0.03)
+    f["negotiable"] = rng.random(n) < 0.6
+    f["neg_null"] = _chance(rng, n, 0.03)
 
     # Asking price versus the 30 day sold median of the generation.
-    delta0 = _COND_PRICE[cond] + rng.normal(0.02, 0.14, n) + rng.exponential(0.05, n) - 0.05
-    delta_null = _with_nulls(rng, n, 0.03)
+    f["delta"] = _COND_PRICE[cond] + rng.normal(0.02, 0.14, n) + rng.exponential(0.05, n) - 0.05
+    f["delta_null"] = _chance(rng, n, 0.03)
 
     # Photos: seller effort drives quality, lighting, background and photo count.
     effort = _TRUST_EFFORT[trust] + rng.normal(0.0, 1.0, n)
-    photo_quality = np.round(_sigmoid(0.35 + 0.8 * effort + rng.normal(0.0, 0.5, n)), 4)
-    lighting = np.round(_sigmoid(0.25 + 0.6 * effort + rng.normal(0.0, 0.7, n)), 4)
-    background = np.round(_sigmoid(0.6 * effort + rng.normal(0.0, 0.9, n)), 4)
-    n_photos0 = np.clip(np.round(4.5 + 1.6 * effort + rng.normal(0.0, 1.6, n)), 1, 12).astype(np.int16)
+    f["photo_quality"] = np.round(_sigmoid(0.35 + 0.8 * effort + rng.normal(0.0, 0.5, n)), 4)
+    f["lighting"] = np.round(_sigmoid(0.25 + 0.6 * effort + rng.normal(0.0, 0.7, n)), 4)
+    f["background"] = np.round(_sigmoid(0.6 * effort + rng.normal(0.0, 0.9, n)), 4)
+    f["n_photos"] = np.clip(np.round(4.5 + 1.6 * effort + rng.normal(0.0, 1.6, n)), 1, 12).astype(np.int16)
     vdmg = np.round(_sigmoid(damage + 0.3 + rng.normal(0.0, 0.6, n)), 4)
-    vdmg[_with_nulls(rng, n, 0.04)] = np.nan
+    vdmg[_chance(rng, n, 0.04)] = np.nan
+    f["vdmg"] = vdmg
     acc_latent = rng.normal(0.0, 1.0, n)
-    has_box = rng.random(n) < _sigmoid(2.0 - 0.45 * age + 0.7 * acc_latent)
-    has_charger = rng.random(n) < _sigmoid(0.8 - 0.35 * age + 0.7 * acc_latent)
-    acc_both_null = _with_nulls(rng, n, 0.05)
-    box_null = acc_both_null | _with_nulls(rng, n, 0.03)
-    charger_null = acc_both_null | _with_nulls(rng, n, 0.03)
-    img_missing_listing = _with_nulls(rng, n, 0.06)
+    f["has_box"] = rng.random(n) < _sigmoid(2.0 - 0.45 * age + 0.7 * acc_latent)
+    f["has_charger"] = rng.random(n) < _sigmoid(0.8 - 0.35 * age + 0.7 * acc_latent)
+    f["acc_null"] = acc_both_null = _chance(rng, n, 0.05)
+    f["box_null"] = acc_both_null | _chance(rng, n, 0.03)
+    f["charger_null"] = acc_both_null | _chance(rng, n, 0.03)
+    f["img_missing"] = _chance(rng, n, 0.06)
+    return f
 
-    # Candidate edits (kept only if before the sale and before `end`).
+
+def _draw_edits(rng: np.random.Generator, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Candidate snapshots per listing, shape (n, _MAX_SNAPSHOTS); slot 0 is the publication.
+
+    An edit is kept later only if it falls before the sale and before ``end``.
+    """
+    n, k = f["pub_s"].shape[0], _MAX_SNAPSHOTS
+    slot = np.arange(k)
+    e: dict[str, np.ndarray] = {}
     n_edits = np.where(rng.random(n) < 0.42, rng.choice([1, 2, 3], size=n, p=[0.5, 0.3, 0.2]), 0)
-    gaps = np.clip(rng.lognormal(math.log(2.5 * _DAY), 1.0, (n, max_snaps - 1)), 2 * 3600, 20 * _DAY)
-    offset_s = np.zeros((n, max_snaps), dtype=np.int64)
+    gaps = np.clip(rng.lognormal(math.log(2.5 * _DAY), 1.0, (n, k - 1)), 2 * 3600, 20 * _DAY)
+    offset_s = np.zeros((n, k), dtype=np.int64)
     offset_s[:, 1:] = np.cumsum(np.floor(gaps).astype(np.int64), axis=1)
-    slot = np.arange(max_snaps)
-    cand = slot[None, :] <= n_edits[:, None]
-    is_cut = rng.random((n, max_snaps)) < 0.85
-    change = np.where(is_cut, -rng.uniform(0.02, 0.12, (n, max_snaps)), rng.normal(0.0, 0.015, (n, max_snaps)))
+    e["offset_s"] = offset_s
+    e["cand"] = slot[None, :] <= n_edits[:, None]
+    # Most edits are price cuts; the rest move the price a little.
+    is_cut = rng.random((n, k)) < 0.85
+    change = np.where(is_cut, -rng.uniform(0.02, 0.12, (n, k)), rng.normal(0.0, 0.015, (n, k)))
     change[:, 0] = 0.0
-    delta = np.round(np.clip(delta0[:, None] + np.cumsum(change, axis=1), -0.9, 1.5), 4)
-    delta[delta_null] = np.nan
-    neg_flip = np.cumsum(rng.random((n, max_snaps)) < np.where(slot > 0, 0.12, 0.0), axis=1) > 0
-    negotiable = negotiable0[:, None] | neg_flip
-    add_photo = rng.random((n, max_snaps)) < np.where(slot > 0, 0.2, 0.0)
-    n_photos = np.minimum(n_photos0[:, None] + np.cumsum(add_photo, axis=1), 12).astype(np.int16)
-    img_missing = img_missing_listing[:, None] | _with_nulls(rng, (n, max_snaps), 0.025)
+    delta = np.round(np.clip(f["delta"][:, None] + np.cumsum(change, axis=1), -0.9, 1.5), 4)
+    delta[f["delta_null"]] = np.nan
+    e["delta"] = delta
+    later = np.where(slot > 0, 1.0, 0.0)
+    e["negotiable"] = f["negotiable"][:, None] | (np.cumsum(rng.random((n, k)) < 0.12 * later, axis=1) > 0)
+    add_photo = rng.random((n, k)) < 0.2 * later
+    e["n_photos"] = np.minimum(f["n_photos"][:, None] + np.cumsum(add_photo, axis=1), 12).astype(np.int16)
+    e["img_missing"] = f["img_missing"][:, None] | _chance(rng, (n, k), 0.025)
+    return e
 
-    # Ground-truth linear predictor per snapshot slot.
+
+def _linear_predictor(f: dict[str, np.ndarray], e: dict[str, np.ndarray], start_s: int) -> np.ndarray:
+    """Ground-truth log-odds of slow21 per candidate snapshot, shape (n, _MAX_SNAPSHOTS)."""
+    battery = np.where(f["bat_null"], np.nan, f["battery"].astype(np.float64))
     eta_listing = (
         GROUND_TRUTH["intercept"]
-        + GROUND_TRUTH["drift_per_year"] * (pub_s - start_s) / (365.0 * _DAY)
-        + _effects("trust")[trust]
-        + _bool_effect("ship", ships, ships_null)
-        + _effects("cond")[cond]
-        + _numeric_band_effect("dmg", dmg, DMG_EDGES)
-        + _numeric_band_effect("bat", np.where(bat_null, np.nan, battery.astype(np.float64)), BAT_EDGES)
+        + GROUND_TRUTH["drift_per_year"] * (f["pub_s"] - start_s) / (365.0 * _DAY)
+        + _effects("trust")[f["trust"]]
+        + _bool_effect("ship", f["ships"], f["ships_null"])
+        + _effects("cond")[f["cond"]]
+        + _numeric_band_effect("dmg", f["dmg"], DMG_EDGES)
+        + _numeric_band_effect("bat", battery, BAT_EDGES)
     )
     presentation = (
-        0.4 * photo_quality[:, None]
-        + 0.3 * lighting[:, None]
-        + 0.2 * background[:, None]
-        + 0.1 * np.minimum(n_photos, 10) / 10.0
+        0.4 * f["photo_quality"][:, None]
+        + 0.3 * f["lighting"][:, None]
+        + 0.2 * f["background"][:, None]
+        + 0.1 * np.minimum(e["n_photos"], 10) / 10.0
     )
-    n_acc = np.where(box_null, False, has_box).astype(int) + np.where(charger_null, False, has_charger).astype(int)
-    acc_eff = np.where(acc_both_null, _effects("acc")[3], _effects("acc")[n_acc])
-    img_eff = (
+    seen = np.where(f["box_null"], False, f["has_box"]).astype(int)
+    seen += np.where(f["charger_null"], False, f["has_charger"]).astype(int)
+    acc = _effects("acc")
+    image = (
         _numeric_band_effect("present", presentation, PRESENT_EDGES)
-        + _numeric_band_effect("vdmg", vdmg, DMG_EDGES)[:, None]
-        + acc_eff[:, None]
+        + _numeric_band_effect("vdmg", f["vdmg"], DMG_EDGES)[:, None]
+        + np.where(f["acc_null"], acc[-1], acc[seen])[:, None]
     )
-    img_eff = np.where(img_missing, _effects("present")[-1] + _effects("vdmg")[-1] + _effects("acc")[-1], img_eff)
-    eta = (
+    no_image = _effects("present")[-1] + _effects("vdmg")[-1] + acc[-1]
+    return (
         eta_listing[:, None]
-        + _numeric_band_effect("dsold", delta, DSOLD_EDGES)
-        + _bool_effect("sale", negotiable, neg_null[:, None])
-        + img_eff
+        + _numeric_band_effect("dsold", e["delta"], DSOLD_EDGES)
+        + _bool_effect("sale", e["negotiable"], f["neg_null"][:, None])
+        + np.where(e["img_missing"], no_image, image)
     )
 
-    # Time to sale: piecewise exponential over the segments between edits.
+
+def _time_to_sale(rng: np.random.Generator, eta: np.ndarray, e: dict[str, np.ndarray]) -> np.ndarray:
+    """Days from publication to sale (inf: never sells); piecewise exponential between edits."""
+    n = eta.shape[0]
     c = GROUND_TRUTH["never_sell_share"]
     s = _sigmoid(eta)
     rate = -np.log(s * (1.0 - c) / (1.0 - c * s)) / 21.0  # per day
-    seg_start = offset_s / _DAY
-    seg_end = np.full((n, max_snaps), np.inf)
+    cand = e["cand"]
+    seg_start = e["offset_s"] / _DAY
+    seg_end = np.full(eta.shape, np.inf)
     seg_end[:, :-1] = np.where(cand[:, 1:], seg_start[:, 1:], np.inf)
-    seg_h = np.where(cand, rate * np.where(cand, seg_end - seg_start, 0.0), 0.0)
-    h_end = np.cumsum(seg_h, axis=1)
+    seg_hazard = np.where(cand, rate * np.where(cand, seg_end - seg_start, 0.0), 0.0)
+    h_end = np.cumsum(seg_hazard, axis=1)
     h_start = np.zeros_like(h_end)
     h_start[:, 1:] = h_end[:, :-1]
-    e = rng.exponential(1.0, n)
-    k = np.argmax(h_end > e[:, None], axis=1)
+    budget = rng.exponential(1.0, n)
+    k = np.argmax(h_end > budget[:, None], axis=1)
     rows = np.arange(n)
-    t_sale = seg_start[rows, k] + (e - h_start[rows, k]) / rate[rows, k]
-    t_sale = np.where(rng.random(n) < c * s[:, 0], np.inf, t_sale)
+    t_sale = seg_start[rows, k] + (budget - h_start[rows, k]) / rate[rows, k]
+    return np.where(rng.random(n) < c * s[:, 0], np.inf, t_sale)
+
+
+def generate_demo(n_listings: int, *, seed: int = 7, end: datetime = DEMO_END, days: int = 365) -> DemoData:
+    """Generate ``n_listings`` listings (about 1.55 snapshots each), deterministic per seed."""
+    n = _check_n_listings(n_listings)
+    end_s = _check_end(end, days)
+    rng = np.random.default_rng(seed)
+    start_s = end_s - days * _DAY
+
+    f = _draw_listings(rng, n, start_s, days * _DAY)
+    e = _draw_edits(rng, f)
+    t_sale = _time_to_sale(rng, _linear_predictor(f, e, start_s), e)
+
+    pub_s = f["pub_s"]
     sold_exact = pub_s + t_sale * _DAY
     sold_null = ~(sold_exact <= end_s)
     sold_s = np.ceil(np.where(sold_null, 0.0, sold_exact)).astype(np.int64)
 
-    # Realised snapshots.
-    t0_all = pub_s[:, None] + offset_s
-    keep = cand & (offset_s < t_sale[:, None] * _DAY) & (t0_all < end_s)
+    # Realised snapshots: candidates before the sale and before `end`.
+    t0_all = pub_s[:, None] + e["offset_s"]
+    keep = e["cand"] & (e["offset_s"] < t_sale[:, None] * _DAY) & (t0_all < end_s)
     keep[:, 0] = True
     li, sk = np.nonzero(keep)
-    m = li.size
     t0_s = t0_all[li, sk]
-    asof_s = t0_s - np.minimum(60 + np.floor(rng.exponential(3 * 3600.0, m)).astype(np.int64), 36 * 3600)
+    lag_s = np.minimum(60 + np.floor(rng.exponential(3 * 3600.0, li.size)).astype(np.int64), 36 * 3600)
 
     socio = pd.DataFrame(
         {
-            "listing_id": listing_id[li],
-            "generation": _str_series(GENERATIONS, gen[li]),
+            "listing_id": f["listing_id"][li],
+            "generation": _str_series(GENERATIONS, f["gen"][li]),
             "t0": _utc(t0_s),
-            "delta_vs_sold_median_30d": delta[li, sk],
-            "seller_trust_tier": _str_series(TRUST_TIERS, trust[li]),
-            "ships": _bool_series(ships[li], ships_null[li]),
-            "negotiable": _bool_series(negotiable[li, sk], neg_null[li]),
-            "item_condition": _str_series(CONDITIONS, cond[li]),
-            "dmg_ai_prob": dmg[li],
-            "battery_health_pct": pd.arrays.IntegerArray(battery[li], bat_null[li].copy()),
+            "delta_vs_sold_median_30d": e["delta"][li, sk],
+            "seller_trust_tier": _str_series(TRUST_TIERS, f["trust"][li]),
+            "ships": _bool_series(f["ships"][li], f["ships_null"][li]),
+            "negotiable": _bool_series(e["negotiable"][li, sk], f["neg_null"][li]),
+            "item_condition": _str_series(CONDITIONS, f["cond"][li]),
+            "dmg_ai_prob": f["dmg"][li],
+            "battery_health_pct": pd.arrays.IntegerArray(f["battery"][li], f["bat_null"][li]),
             "sold_at": _utc(sold_s[li], sold_null[li]),
-            "feature_asof_ts": _utc(asof_s),
+            "feature_asof_ts": _utc(t0_s - lag_s),
         },
         columns=list(SOCIO_COLUMNS),
     )
 
-    has_img = ~img_missing[li, sk]
-    il, isk = li[has_img], sk[has_img]
+    has_image = ~e["img_missing"][li, sk]
+    il, isk = li[has_image], sk[has_image]
     images = pd.DataFrame(
         {
-            "listing_id": listing_id[il],
-            "t0": _utc(t0_s[has_img]),
-            "n_photos": n_photos[il, isk],
-            "photo_quality": photo_quality[il],
-            "lighting": lighting[il],
-            "background_clean": background[il],
-            "vision_damage_prob": vdmg[il],
-            "has_box": _bool_series(has_box[il], box_null[il]),
-            "has_charger": _bool_series(has_charger[il], charger_null[il]),
+            "listing_id": f["listing_id"][il],
+            "t0": _utc(t0_s[has_image]),
+            "n_photos": e["n_photos"][il, isk],
+            "photo_quality": f["photo_quality"][il],
+            "lighting": f["lighting"][il],
+            "background_clean": f["background"][il],
+            "vision_damage_prob": f["vdmg"][il],
+            "has_box": _bool_series(f["has_box"][il], f["box_null"][il]),
+            "has_charger": _bool_series(f["has_charger"][il], f["charger_null"][il]),
         },
         columns=list(IMAGE_COLUMNS),
     )
     return DemoData(socio=socio, images=images)
 
 
-_STR = np.dtypes.StringDType()
+# CSV encoding for COPY.  Every column becomes an (n, width) uint8 matrix of ASCII
+# or UTF-8 text padded with NUL bytes anywhere in the field; the matrices are laid
+# side by side with separators and the NUL bytes are dropped, which leaves the CSV
+# text.  A null is an all-NUL field, i.e. an empty unquoted field (COPY's NULL).
+_COMMA, _NEWLINE = ord(","), ord("\n")
 
 
-def _csv_label(value: str) -> str:
-    """One CSV field for a text value (quoted when needed, so '' is not NULL)."""
+def _csv_label(value: str) -> bytes:
+    """One CSV field for a text value, quoted when needed (so that '' is not NULL)."""
     if value == "" or any(ch in value for ch in ',"\n\r\\') or value != value.strip():
-        return '"' + value.replace('"', '""') + '"'
-    return value
+        value = '"' + value.replace('"', '""') + '"'
+    return value.encode()
 
 
-def _format_float(values: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """Exact text for float64 values; short decimals are written as mantissa + exponent."""
+def _text_matrix(text: np.ndarray) -> np.ndarray:
+    """Fixed-width bytes array (dtype S) as an (n, width) uint8 matrix."""
+    text = np.ascontiguousarray(text)
+    return text.view(np.uint8).reshape(text.shape[0], text.dtype.itemsize)
+
+
+def _int_matrix(values: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Decimal digits of int64 values (sign column first, leading zeros as NUL)."""
+    magnitude = np.abs(values.astype(np.int64)).astype(np.uint64)
+    width = len(str(int(magnitude.max(initial=0))))
+    out = np.zeros((values.shape[0], width + 1), dtype=np.uint8)
+    out[:, 0] = np.where(values < 0, ord("-"), 0)
+    rest = magnitude
+    for pos in range(width, 0, -1):
+        digit = (rest % 10).astype(np.uint8) + ord("0")
+        out[:, pos] = np.where((rest > 0) | (pos == width), digit, 0)
+        rest = rest // 10
+    out[null] = 0
+    return out
+
+
+def _float_matrix(values: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """Exact text of float64 values; short decimals are written as mantissa + exponent."""
     finite = np.where(null, 0.0, values)
-    if np.isfinite(finite).all():
+    if np.isfinite(finite).all() and np.abs(finite).max(initial=0.0) < 1e12:
         for decimals in range(7):
             head = finite[:64]
             if not np.array_equal(np.round(head, decimals), head):
                 continue
             mantissa = np.rint(finite * 10.0**decimals)
             if np.all(np.abs(mantissa) < 2**53) and np.array_equal(np.round(finite, decimals), finite):
-                text = mantissa.astype(np.int64).astype(_STR)
-                return np.strings.add(text, f"e-{decimals}") if decimals else text
-    text = finite.astype(_STR)
-    text = np.where(np.isnan(finite), "NaN", text)
-    return np.where(np.isposinf(finite), "Infinity", np.where(np.isneginf(finite), "-Infinity", text))
+                digits = _int_matrix(mantissa.astype(np.int64), null)
+                if not decimals:
+                    return digits
+                exponent = np.frombuffer(f"e-{decimals}".encode(), dtype=np.uint8)
+                return np.hstack([digits, np.where(null[:, None], 0, exponent[None, :]).astype(np.uint8)])
+    text = finite.astype("S32")  # shortest round-trip repr
+    text = np.where(np.isnan(finite), b"NaN", text)
+    text = np.where(np.isposinf(finite), b"Infinity", np.where(np.isneginf(finite), b"-Infinity", text))
+    out = _text_matrix(text.astype("S32")).copy()
+    out[null] = 0
+    return out
 
 
 @functools.cache
 def _time_of_day_text() -> np.ndarray:
-    """' HH:MM:SS+00' for every second of a day."""
+    """b' HH:MM:SS+00' for every second of a day."""
     return np.array(
-        [f" {h:02d}:{m:02d}:{sec:02d}+00" for h in range(24) for m in range(60) for sec in range(60)],
-        dtype=_STR,
+        [f" {h:02d}:{m:02d}:{sec:02d}+00".encode() for h in range(24) for m in range(60) for sec in range(60)],
+        dtype="S12",
     )
 
 
-def _format_timestamp(col: pd.Series, null: np.ndarray) -> np.ndarray:
-    """ISO text with a +00 offset for timestamps (naive values are taken as UTC)."""
-    us = col.to_numpy(dtype="datetime64[us]").view(np.int64)
-    us = np.where(null, 0, us)
+def _timestamp_matrix(col: pd.Series, null: np.ndarray) -> np.ndarray:
+    """ISO text with a +00 offset (naive timestamps are taken as UTC)."""
+    us = np.where(null, 0, col.to_numpy(dtype="datetime64[us]").view(np.int64))
     if np.any(us % 1_000_000):
-        text = np.datetime_as_string(us.view("datetime64[us]"), unit="us").astype(_STR)
-        return np.strings.add(text, "+00")
-    sec = us // 1_000_000
-    days, inverse = np.unique(sec // _DAY, return_inverse=True)
-    day_text = np.datetime_as_string(days.astype("datetime64[D]")).astype(_STR)
-    return np.strings.add(day_text[inverse], _time_of_day_text()[sec % _DAY])
+        text = np.datetime_as_string(us.view("datetime64[us]"), unit="us").astype("S26")
+        out = np.hstack([_text_matrix(text), np.zeros((len(us), 3), dtype=np.uint8)])
+        out[:, -3:] = np.frombuffer(b"+00", dtype=np.uint8)
+    else:
+        sec = us // 1_000_000
+        days, inverse = np.unique(sec // _DAY, return_inverse=True)
+        day_text = np.datetime_as_string(days.astype("datetime64[D]")).astype("S10")
+        out = np.hstack([_text_matrix(day_text[inverse]), _text_matrix(_time_of_day_text()[sec % _DAY])])
+    out[null] = 0
+    return out
 
 
-def _format_column(col: pd.Series) -> np.ndarray:
-    """CSV field text (StringDType) of one column; nulls become empty fields."""
+def _column_matrix(col: pd.Series) -> np.ndarray:
+    """CSV field bytes of one column as an (n, width) uint8 matrix."""
     dtype = col.dtype
     null = col.isna().to_numpy()
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
-        text = _format_timestamp(col, null)
-    elif pd.api.types.is_bool_dtype(dtype):
+        return _timestamp_matrix(col, null)
+    if pd.api.types.is_bool_dtype(dtype):
         codes = np.where(null, 2, col.to_numpy(dtype=bool, na_value=False).astype(np.int8))
-        return np.array(["f", "t", ""], dtype=_STR)[codes]
-    elif pd.api.types.is_integer_dtype(dtype):
-        text = col.to_numpy(dtype=np.int64, na_value=0).astype(_STR)
-    elif pd.api.types.is_float_dtype(dtype):
-        text = _format_float(col.to_numpy(dtype=np.float64, na_value=np.nan), null)
-    else:
-        codes, uniques = pd.factorize(col, use_na_sentinel=True)
-        labels = [_csv_label(str(v)) for v in uniques] + [""]
-        return np.array(labels, dtype=_STR)[codes]
-    return np.where(null, "", text).astype(_STR)
+        return _text_matrix(np.array([b"f", b"t", b""], dtype="S1")[codes])
+    if pd.api.types.is_integer_dtype(dtype):
+        return _int_matrix(col.to_numpy(dtype=np.int64, na_value=0), null)
+    if pd.api.types.is_float_dtype(dtype):
+        return _float_matrix(col.to_numpy(dtype=np.float64, na_value=np.nan), null)
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    labels = [_csv_label(str(v)) for v in uniques] + [b""]
+    return _text_matrix(np.array(labels, dtype=f"S{max(map(len, labels), default=1) or 1}")[codes])
 
 
-def _csv_chunk(df: pd.DataFrame) -> str:
-    """CSV text of ``df`` for COPY: no header, nulls as empty unquoted fields."""
-    line = _format_column(df.iloc[:, 0])
-    for name in df.columns[1:]:
-        line = np.strings.add(np.strings.add(line, ","), _format_column(df[name]))
-    return "\n".join(line.tolist()) + "\n"
+def _csv_chunk(df: pd.DataFrame) -> bytes:
+    """CSV bytes of ``df`` for COPY: no header, nulls as empty unquoted fields."""
+    blocks = [_column_matrix(df[name]) for name in df.columns]
+    out = np.zeros((len(df), sum(b.shape[1] + 1 for b in blocks)), dtype=np.uint8)
+    pos = 0
+    for block in blocks:
+        width = block.shape[1]
+        out[:, pos : pos + width] = block
+        out[:, pos + width] = _COMMA
+        pos += width + 1
+    out[:, -1] = _NEWLINE
+    return out[out != 0].tobytes()
 
 
 def _copy_frame(cursor: psycopg.Cursor[Any], table: str, df: pd.DataFrame) -> int:
@@ -508,14 +571,17 @@ def _copy_frame(cursor: psycopg.Cursor[Any], table: str, df: pd.DataFrame) -> in
     sql = f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)"
     with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
         for start in range(0, len(df), _CHUNK_ROWS):
-            copy.write(_csv_chunk(df.iloc[start : start + _CHUNK_ROWS]).encode())
+            copy.write(_csv_chunk(df.iloc[start : start + _CHUNK_ROWS]))
     return len(df)
 
 
 def load_demo(engine: sqlalchemy.Engine, n_listings: int, *, seed: int = 7) -> dict[str, int]:
     """Replace the contents of both base tables with ``generate_demo(n_listings, seed=seed)``.
 
-    Truncation and both COPY loads run in one transaction.
+    TRUNCATE and both COPY loads run in one transaction on the engine's psycopg 3
+    connection, so readers see either the old or the new demo data.  Returns the
+    row counts ``{"socio_rows": ..., "image_rows": ...}``.  Raises ``ValueError``
+    for a bad ``n_listings`` before touching the database.
     """
     n = _check_n_listings(n_listings)
     data = generate_demo(n, seed=seed)
@@ -523,7 +589,7 @@ def load_demo(engine: sqlalchemy.Engine, n_listings: int, *, seed: int = 7) -> d
         raw = conn.connection.driver_connection
         if not isinstance(raw, psycopg.Connection):
             raise TypeError(f"load_demo needs a psycopg 3 engine (postgresql+psycopg://), got driver {engine.driver!r}")
-        with raw.cursor() as cur:
+        with raw.transaction(), raw.cursor() as cur:
             cur.execute(f"TRUNCATE {SOCIO_TABLE}, {IMAGE_TABLE}")
             socio_rows = _copy_frame(cur, SOCIO_TABLE, data.socio)
             image_rows = _copy_frame(cur, IMAGE_TABLE, data.images)
