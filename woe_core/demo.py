@@ -77,6 +77,8 @@ import psycopg
 import sqlalchemy
 from psycopg.copy import QueuedLibpqWriter
 
+from .errors import InvalidParameter
+
 __all__ = ["DEMO_END", "GROUND_TRUTH", "DemoData", "generate_demo", "load_demo"]
 
 DEMO_END: datetime = datetime(2026, 11, 1, tzinfo=UTC)
@@ -186,9 +188,9 @@ class DemoData:
 
 
 def _check_n_listings(n_listings: object) -> int:
-    """Return ``n_listings`` as int or raise ``ValueError``."""
+    """Return ``n_listings`` as int or raise ``InvalidParameter``."""
     if isinstance(n_listings, bool | np.bool_) or not isinstance(n_listings, numbers.Integral) or n_listings <= 0:
-        raise ValueError(f"n_listings must be a positive integer, got {n_listings!r}")
+        raise InvalidParameter(f"n_listings must be a positive integer, got {n_listings!r}")
     return int(n_listings)
 
 
@@ -241,9 +243,9 @@ def _utc(seconds: np.ndarray, null: np.ndarray | None = None) -> pd.Series:
 
 def _check_end(end: datetime, days: int) -> int:
     if not isinstance(end, datetime) or end.tzinfo is None or end.utcoffset() is None:
-        raise ValueError(f"end must be a timezone-aware datetime, got {end!r}")
+        raise InvalidParameter(f"end must be a timezone-aware datetime, got {end!r}")
     if isinstance(days, bool) or not isinstance(days, numbers.Integral) or days <= 0:
-        raise ValueError(f"days must be a positive integer, got {days!r}")
+        raise InvalidParameter(f"days must be a positive integer, got {days!r}")
     return math.floor(end.timestamp())
 
 
@@ -580,7 +582,7 @@ def load_demo(engine: sqlalchemy.Engine, n_listings: int, *, seed: int = 7) -> d
 
     TRUNCATE and both COPY loads run in one transaction on the engine's psycopg 3
     connection, so readers see either the old or the new demo data.  Returns the
-    row counts ``{"socio_rows": ..., "image_rows": ...}``.  Raises ``ValueError``
+    row counts ``{"socio_rows": ..., "image_rows": ...}``.  Raises ``InvalidParameter``
     for a bad ``n_listings`` before touching the database.
     """
     n = _check_n_listings(n_listings)

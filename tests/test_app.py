@@ -1,0 +1,59 @@
+"""The app, rendered by Streamlit's AppTest against a real database."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from woe_core import db
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def app_env(monkeypatch, certified_engine):
+    monkeypatch.setenv("WOE_DATABASE_URL", certified_engine.url.render_as_string(hide_password=False))
+    return certified_engine
+
+
+def _run():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_home_shows_database_counts_and_fresh_certification(app_env):
+    at = _run()
+    metrics = {m.label: m.value for m in at.metric}
+    with app_env.connect() as conn:
+        snapshots = conn.exec_driver_sql("SELECT count(*) FROM ml.socio_market_snapshots").scalar_one()
+    assert metrics["Snapshots"] == f"{snapshots:,}"
+    assert metrics["Models"] == "0"
+    assert any("Certified" in s.value and "test-certifier" in s.value for s in at.success)
+    assert any("server" in c.value for c in at.caption)
+
+
+def test_home_says_when_live_scores_are_refused(monkeypatch, demo_engine):
+    monkeypatch.setenv("WOE_DATABASE_URL", demo_engine.url.render_as_string(hide_password=False))
+    at = _run()
+    assert any("never certified" in e.value for e in at.error)
+
+
+def test_unreachable_database_is_an_error_message_not_a_traceback(monkeypatch):
+    monkeypatch.setenv("WOE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nowhere")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert any("cannot connect to PostgreSQL at" in e.value and "127.0.0.1:1" in e.value for e in at.error)
+    assert db  # the module under test is importable without Streamlit state
+
+
+def test_first_start_without_a_database_url_runs_embedded_with_certified_demo(monkeypatch, tmp_path):
+    monkeypatch.delenv("WOE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("WOE_DATA_DIR", str(tmp_path / "data"))
+    at = _run()
+    assert any("embedded PostgreSQL" in c.value for c in at.caption)
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Listings"].replace(",", "")) == 20_000
+    assert any("Certified" in s.value for s in at.success)
