@@ -38,45 +38,26 @@ def _one(engine, sql, **params):
         return conn.execute(sa.text(sql), params).scalar_one()
 
 
-@pytest.mark.parametrize(("x", "band"), DSOLD)
-def test_dsold(engine, x, band):
-    assert _one(engine, "SELECT ml.woe_band_dsold(CAST(:x AS float8), -0.15, -0.05, 0.05, 0.15)", x=x) == band
+def _cases(call: str, table):
+    return [pytest.param(call, x, band, id=f"{call.split('(')[0]}-{x!r}") for x, band in table]
 
 
-@pytest.mark.parametrize(("x", "band"), TRUST)
-def test_trust(engine, x, band):
-    assert _one(engine, "SELECT ml.woe_band_trust(CAST(:x AS text))", x=x) == band
+SCALAR_CASES = (
+    _cases("ml.woe_band_dsold(CAST(:x AS float8), -0.15, -0.05, 0.05, 0.15)", DSOLD)
+    + _cases("ml.woe_band_trust(CAST(:x AS text))", TRUST)
+    + _cases("ml.woe_band_ship(CAST(:x AS boolean))", SHIP)
+    + _cases("ml.woe_band_sale(CAST(:x AS boolean))", SALE)
+    + _cases("ml.woe_band_cond(CAST(:x AS text))", COND)
+    + _cases("ml.woe_band_prob3('dmg_ai', CAST(:x AS float8))", [(x, f"dmg_ai_{s}") for x, s in PROB])
+    + _cases("ml.woe_band_prob3('vdmg', CAST(:x AS float8))", [(x, f"vdmg_{s}") for x, s in PROB])
+    + _cases("ml.woe_band_bat(CAST(:x AS smallint))", BAT)
+    + _cases("ml.woe_band_present(CAST(:x AS float8), 0.4, 0.7)", PRESENT)
+)
 
 
-@pytest.mark.parametrize(("x", "band"), SHIP)
-def test_ship(engine, x, band):
-    assert _one(engine, "SELECT ml.woe_band_ship(CAST(:x AS boolean))", x=x) == band
-
-
-@pytest.mark.parametrize(("x", "band"), SALE)
-def test_sale(engine, x, band):
-    assert _one(engine, "SELECT ml.woe_band_sale(CAST(:x AS boolean))", x=x) == band
-
-
-@pytest.mark.parametrize(("x", "band"), COND)
-def test_cond(engine, x, band):
-    assert _one(engine, "SELECT ml.woe_band_cond(CAST(:x AS text))", x=x) == band
-
-
-@pytest.mark.parametrize("prefix", ["dmg_ai", "vdmg"])
-@pytest.mark.parametrize(("x", "suffix"), PROB)
-def test_damage_probabilities(engine, prefix, x, suffix):
-    assert _one(engine, "SELECT ml.woe_band_prob3(:p, CAST(:x AS float8))", p=prefix, x=x) == f"{prefix}_{suffix}"
-
-
-@pytest.mark.parametrize(("x", "band"), BAT)
-def test_battery(engine, x, band):
-    assert _one(engine, "SELECT ml.woe_band_bat(CAST(:x AS smallint))", x=x) == band
-
-
-@pytest.mark.parametrize(("x", "band"), PRESENT)
-def test_presentation(engine, x, band):
-    assert _one(engine, "SELECT ml.woe_band_present(CAST(:x AS float8), 0.4, 0.7)", x=x) == band
+@pytest.mark.parametrize(("call", "x", "band"), SCALAR_CASES)
+def test_band_boundaries(engine, call, x, band):
+    assert _one(engine, f"SELECT {call}", x=x) == band
 
 
 @pytest.mark.parametrize(("flags", "band"), ACC)
