@@ -160,6 +160,50 @@ INSERT INTO ml.woe_anchor_band_values_v1 VALUES
     (1, 'acc', 'accessories_band', 'acc_none', 42),
     (1, 'acc', 'accessories_band', 'acc_missing', 43);
 
+-- Slot of a band value in ml.woe_anchor_band_values_v1 (schema version 1), one
+-- function per band so that each stays inlinable. Training and the score views
+-- both index a packed WOE array with these.
+
+CREATE FUNCTION ml.woe_slot_dsold(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 0 + array_position(ARRAY['dSold_under', 'dSold_low', 'dSold_fair', 'dSold_high', 'dSold_over', 'dSold_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_trust(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 6 + array_position(ARRAY['HIGH', 'MEDIUM', 'LOW', 'NEW', 'trust_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_ship(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 11 + array_position(ARRAY['shipping_ok', 'shipping_no', 'ship_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_sale(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 14 + array_position(ARRAY['sale_negotiable', 'sale_fixed', 'sale_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_cond(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 17 + array_position(ARRAY['cond_new', 'cond_like_new', 'cond_good', 'cond_fair', 'cond_parts', 'cond_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_dmg(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 23 + array_position(ARRAY['dmg_ai_hi', 'dmg_ai_mid', 'dmg_ai_lo', 'dmg_ai_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_bat(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 27 + array_position(ARRAY['bat_90p', 'bat_80_89', 'bat_lt80', 'bat_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_present(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 31 + array_position(ARRAY['present_lo', 'present_mid', 'present_hi', 'present_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_vdmg(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 35 + array_position(ARRAY['vdmg_hi', 'vdmg_mid', 'vdmg_lo', 'vdmg_missing'], v)
+$$;
+
+CREATE FUNCTION ml.woe_slot_acc(v text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 39 + array_position(ARRAY['acc_full', 'acc_partial', 'acc_none', 'acc_missing'], v)
+$$;
+
 -- Every snapshot of the certified entrypoint, banded with the given thresholds and
 -- presentation cuts. The one place where rows become band values.
 CREATE FUNCTION ml.woe_anchor_bands_v1(t1 double precision, t2 double precision, t3 double precision,
@@ -202,8 +246,8 @@ SELECT * FROM ml.v_woe_anchor_bands_by_model_v1 WHERE is_active;
 
 -- Scores under every model: base_logit + the final map's WOE of each band value.
 -- The model's final map is packed once per model into an array indexed by
--- ml.woe_anchor_band_values_v1.slot (NULL where the map has no row); each band
--- value is found by its position in that band's value list. A band value the map
+-- ml.woe_anchor_band_values_v1.slot (NULL where the map has no row), and each
+-- band value is found by ml.woe_slot_<band>. A band value the map
 -- lacks contributes 0 and is listed in unmapped_bands.
 CREATE VIEW ml.woe_anchor_scores_by_model_v1 AS
 SELECT s.*,
@@ -222,16 +266,16 @@ SELECT s.*,
                    CASE WHEN t.woe_vdmg IS NULL THEN 'vdmg' END, CASE WHEN t.woe_acc IS NULL THEN 'acc' END],
                    NULL) AS unmapped_bands
           FROM (SELECT b.*,
-               w.woe[0 + array_position(ARRAY['dSold_under', 'dSold_low', 'dSold_fair', 'dSold_high', 'dSold_over', 'dSold_missing'], b.dsold_band)] AS woe_dsold,
-               w.woe[6 + array_position(ARRAY['HIGH', 'MEDIUM', 'LOW', 'NEW', 'trust_missing'], b.trust_tier)] AS woe_trust,
-               w.woe[11 + array_position(ARRAY['shipping_ok', 'shipping_no', 'ship_missing'], b.ship_band)] AS woe_ship,
-               w.woe[14 + array_position(ARRAY['sale_negotiable', 'sale_fixed', 'sale_missing'], b.sale_band)] AS woe_sale,
-               w.woe[17 + array_position(ARRAY['cond_new', 'cond_like_new', 'cond_good', 'cond_fair', 'cond_parts', 'cond_missing'], b.cond_band)] AS woe_cond,
-               w.woe[23 + array_position(ARRAY['dmg_ai_hi', 'dmg_ai_mid', 'dmg_ai_lo', 'dmg_ai_missing'], b.dmg_ai_band)] AS woe_dmg,
-               w.woe[27 + array_position(ARRAY['bat_90p', 'bat_80_89', 'bat_lt80', 'bat_missing'], b.bat_band)] AS woe_bat,
-               w.woe[31 + array_position(ARRAY['present_lo', 'present_mid', 'present_hi', 'present_missing'], b.presentation_band)] AS woe_present,
-               w.woe[35 + array_position(ARRAY['vdmg_hi', 'vdmg_mid', 'vdmg_lo', 'vdmg_missing'], b.vdmg_band)] AS woe_vdmg,
-               w.woe[39 + array_position(ARRAY['acc_full', 'acc_partial', 'acc_none', 'acc_missing'], b.accessories_band)] AS woe_acc
+               w.woe[ml.woe_slot_dsold(b.dsold_band)] AS woe_dsold,
+               w.woe[ml.woe_slot_trust(b.trust_tier)] AS woe_trust,
+               w.woe[ml.woe_slot_ship(b.ship_band)] AS woe_ship,
+               w.woe[ml.woe_slot_sale(b.sale_band)] AS woe_sale,
+               w.woe[ml.woe_slot_cond(b.cond_band)] AS woe_cond,
+               w.woe[ml.woe_slot_dmg(b.dmg_ai_band)] AS woe_dmg,
+               w.woe[ml.woe_slot_bat(b.bat_band)] AS woe_bat,
+               w.woe[ml.woe_slot_present(b.presentation_band)] AS woe_present,
+               w.woe[ml.woe_slot_vdmg(b.vdmg_band)] AS woe_vdmg,
+               w.woe[ml.woe_slot_acc(b.accessories_band)] AS woe_acc
                   FROM ml.v_woe_anchor_bands_by_model_v1 AS b
                  CROSS JOIN LATERAL (
                        SELECT array_agg(mp.woe ORDER BY v.slot) AS woe

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pandas as pd
 
-from . import bootstrap, certify, db, demo, migrations, registry, score
+from . import bootstrap, certify, db, demo, migrations, registry, score, train
+from .bands import DEFAULT_DSOLD_THRESHOLDS
 from .errors import WoeError
 from .identity import local_actor
 
@@ -65,7 +68,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if models.empty:
         print("no models registered")
     else:
-        print(models.to_string(index=False))
+        columns = ["model_key", "is_active", "created_at", "created_by", "train_cutoff_ts", "half_life_days", "eps",
+                   "n_folds", "base_rate", "oof_auc", "eval_auc"]
+        print(models[columns].to_string(index=False))
     return 0
 
 
@@ -79,6 +84,32 @@ def cmd_score(args: argparse.Namespace) -> int:
               f"p_slow21 {row['woe_anchor_p_slow21']:.4f}  woe_logit {row['woe_logit']:+.4f}")
         with pd.option_context("display.width", 120):
             print(score.contributions(row).to_string(index=False))
+    return 0
+
+
+def _utc_datetime(text: str) -> datetime:
+    """ISO date or datetime; a value without a zone is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date or datetime like 2026-08-01 or "
+                                         f"2026-08-01T12:00+00:00, got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    params = train.TrainParams(args.cutoff, args.half_life, args.eps, args.folds, tuple(args.dsold_thresholds))
+    started = time.perf_counter()
+
+    def progress(step: str, fraction: float) -> None:
+        print(f"[{fraction:4.0%}] {step} ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+
+    result = train.train(_engine(args), params, args.actor or local_actor(), progress=progress)
+    print(result.summary())
+    iv = result.metrics["information_value"]
+    print("information value: " + ", ".join(f"{b} {v:.3f}" for b, v in sorted(iv.items(), key=lambda x: -x[1])))
+    flips = [f"{s['band_name']}:{s['band_value']}" for s in result.metrics["fold_stability"] if s["sign_flip"]]
+    print("sign flips across folds: " + (", ".join(flips) if flips else "none"))
     return 0
 
 
@@ -101,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=certify.ENTRYPOINT)
     p.add_argument("--actor", default=None, help="who certifies (default: WOE_ACTOR or the OS user)")
     p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser("train", help="train a candidate model from the certified feature stores")
+    p.add_argument("--cutoff", type=_utc_datetime, required=True, help="train_cutoff_ts (ISO; UTC if no zone)")
+    p.add_argument("--half-life", type=float, default=train.TrainParams.half_life_days, help="days (> 0)")
+    p.add_argument("--eps", type=float, default=train.TrainParams.eps, help="pseudo-count of weight (> 0)")
+    p.add_argument("--folds", type=int, default=train.TrainParams.n_folds, help="K >= 2")
+    p.add_argument("--dsold-thresholds", type=float, nargs=4, metavar=("T1", "T2", "T3", "T4"),
+                   default=list(DEFAULT_DSOLD_THRESHOLDS), help="strictly increasing")
+    p.add_argument("--actor", default=None, help="who trains (default: WOE_ACTOR or the OS user)")
+    p.set_defaults(func=cmd_train)
 
     sub.add_parser("status", help="database, data, certification and active model").set_defaults(func=cmd_status)
     sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)

@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from .errors import CertificationRequired, DatabaseConfigError, DatabaseUnavailable
+from .errors import CertificationRequired, DatabaseConfigError, DatabaseUnavailable, PromotionRefused
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".woe_data"
@@ -174,15 +175,21 @@ GUARD_SQLSTATE = "WC001"
 
 @contextmanager
 def woe_errors() -> Iterator[None]:
-    """Translate database refusals into woe_core errors (the guard's SQLSTATE WC001 first)."""
+    """Translate database refusals into woe_core errors.
+
+    SQLSTATE WC001 (the certification guard) becomes ``CertificationRequired``,
+    WP001 (a governance refusal: promotion, rollback, deletion) ``PromotionRefused``.
+    """
+    translated = {GUARD_SQLSTATE: CertificationRequired, "WP001": PromotionRefused}
     try:
         yield
     except DBAPIError as exc:
         orig = exc.orig
         diag = getattr(orig, "diag", None)
-        if getattr(orig, "sqlstate", None) == GUARD_SQLSTATE and diag is not None:
+        error = translated.get(getattr(orig, "sqlstate", None))
+        if error is not None and diag is not None:
             hint = f" ({diag.message_hint})" if diag.message_hint else ""
-            raise CertificationRequired(f"{diag.message_primary}{hint}") from None
+            raise error(f"{diag.message_primary}{hint}") from None
         raise
 
 
@@ -199,3 +206,32 @@ def frame(conn: sa.Connection, statement: sa.TextClause, params: dict | None = N
     """Run ``statement`` and return its rows as a DataFrame (errors stay SQLAlchemy's, unwrapped)."""
     result = conn.execute(statement, params or {})
     return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+_BINARY_TYPES = {"bool": ("u1", 1), "int2": (">i2", 2), "int4": (">i4", 4), "int8": (">i8", 8), "float8": (">f8", 8)}
+
+
+def fetch_arrays(conn: sa.Connection, select_sql: str, columns: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """Stream a query's rows as numpy columns through binary COPY (no Python object per row).
+
+    ``select_sql`` is a constant SELECT (COPY takes no parameters) whose columns are
+    ``columns`` = [(name, type)] with types among bool, int2, int4, int8, float8 and
+    no NULLs. About 1 s per million rows less than building rows in Python.
+    """
+    fields = [("n_fields", ">i2")]
+    for name, type_name in columns:
+        dtype, _ = _BINARY_TYPES[type_name]
+        fields += [(f"_len_{name}", ">i4"), (name, dtype)]
+    row_dtype = np.dtype(fields)
+    buffer = bytearray()
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT BINARY)") as copy:
+        for block in copy:
+            buffer += block
+    header = 19 + int.from_bytes(buffer[15:19], "big")  # signature, flags, extension length + extension
+    body = memoryview(buffer)[header:len(buffer) - 2]  # trailer: int16 -1
+    rows = np.frombuffer(body, dtype=row_dtype)
+    for name, type_name in columns:
+        if rows.size and (rows[f"_len_{name}"] != _BINARY_TYPES[type_name][1]).any():
+            raise ValueError(f"column {name!r} has NULLs or is not {type_name}")
+    return {name: rows[name].astype(rows[name].dtype.newbyteorder("=")) for name, _ in columns}

@@ -10,7 +10,8 @@ from .db import frame
 
 _MODEL_COLUMNS = """
     model_key, is_active, created_at, created_by, train_cutoff_ts, half_life_days, eps, n_folds,
-    band_schema_version, code_sha256, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4
+    band_schema_version, code_sha256, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4,
+    (metrics -> 'oof' ->> 'auc')::float8 AS oof_auc, (metrics -> 'eval' ->> 'auc')::float8 AS eval_auc
 """
 
 

@@ -1,0 +1,301 @@
+"""Training against a slow, obviously correct reference written here from DESIGN §4.
+
+The reference loops over rows in plain Python and shares no code with the engine
+(its banding is modelkit's, written from the design text).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from numpy.testing import assert_allclose
+
+from modelkit import BAND_COLUMNS, VALUES, presentation_score, reference_bands
+from woe_core import certify, demo, train
+from woe_core.errors import CertificationRequired, InvalidParameter
+
+DAY = timedelta(days=1)
+T = (-0.15, -0.05, 0.05, 0.15)
+CUTOFF = datetime(2026, 8, 1, tzinfo=UTC)
+
+
+def _fold(listing_id: int, k: int) -> int:
+    return ((abs(listing_id) % 2147483647) * 48271 % 2147483647) % k
+
+
+def _label(row, asof):
+    t0, sold = row["t0"], row["sold_at"]
+    if sold is not None and sold <= t0 + 21 * DAY and sold <= asof:
+        return 0
+    if t0 + 21 * DAY <= asof and (sold is None or sold > t0 + 21 * DAY):
+        return 1
+    return None
+
+
+def _raw_rows(engine):
+    with engine.connect() as conn:
+        raw = pd.read_sql_query(sa.text("SELECT * FROM ml.woe_anchor_feature_store_t0_v1_v"), conn)
+    raw = raw.astype(object).where(raw.notna(), None)
+    return raw.to_dict("records")
+
+
+def reference(rows, cutoff, h, eps, k, thresholds=T):
+    """Everything DESIGN §4 says a model is, computed row by row."""
+    data_end = max(max(r["t0"] for r in rows), max((r["sold_at"] for r in rows if r["sold_at"]), default=cutoff))
+    train_rows, eval_rows = [], []
+    for r in rows:
+        if r["t0"] < cutoff:
+            y = _label(r, cutoff)
+            if y is not None:
+                w = 0.5 ** ((cutoff - r["t0"]).total_seconds() / 86400 / h)
+                train_rows.append({**r, "y": y, "w": w, "fold": _fold(r["listing_id"], k)})
+        else:
+            y = _label(r, data_end)
+            if y is not None:
+                eval_rows.append({**r, "y": y, "w": 1.0})
+    models = {}
+    for m in list(range(k)) + [None]:
+        fitted = [r for r in train_rows if m is None or r["fold"] != m]
+        scores = sorted(s for s in (presentation_score(r) for r in fitted) if s is not None)
+        c1, c2 = np.quantile(scores, [1 / 3, 2 / 3])
+        W1 = sum(r["w"] for r in fitted if r["y"] == 1)
+        W0 = sum(r["w"] for r in fitted if r["y"] == 0)
+        p = W1 / (W1 + W0)
+        base = math.log(p / (1 - p))
+        sums: dict[tuple[str, str], list[float]] = {}
+        for r in fitted:
+            for band, value in reference_bands(r, thresholds, (c1, c2)).items():
+                s = sums.setdefault((band, value), [0.0, 0.0, 0, 0])
+                s[0 if r["y"] == 1 else 1] += r["w"]
+                s[2 if r["y"] == 1 else 3] += 1
+        woe = {bv: math.log((s[0] + eps * p) / (s[1] + eps * (1 - p))) - base for bv, s in sums.items()}
+        models[m] = {"cuts": (c1, c2), "p": p, "base": base, "woe": woe, "sums": sums}
+    oof = {}
+    for r in train_rows:
+        mod = models[r["fold"]]
+        bands = reference_bands(r, thresholds, mod["cuts"])
+        oof[(r["listing_id"], r["t0"])] = (r["fold"], r["y"],
+                                           mod["base"] + sum(mod["woe"].get(bv, 0.0) for bv in bands.items()))
+    return {"models": models, "oof": oof, "train_rows": train_rows, "eval_rows": eval_rows}
+
+
+def _auc(scores_labels):
+    pos = [s for s, y in scores_labels if y == 1]
+    neg = [s for s, y in scores_labels if y == 0]
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def _certified_demo(engine, n, seed):
+    demo.load_demo(engine, n, seed=seed)
+    assert certify.certify(engine, "t").passed
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("seed", "eps", "h", "k"),
+    [(3, 1.0, 90.0, 5), (11, 0.25, 30.0, 2), (19, 5.0, 365.0, 3), (23, 2.0, 7.5, 4)],
+)
+def test_engine_matches_reference(engine, seed, eps, h, k):
+    _certified_demo(engine, 300, seed)
+    ref = reference(_raw_rows(engine), CUTOFF, h, eps, k)
+    result = train.train(engine, train.TrainParams(CUTOFF, h, eps, k), "trainer")
+    key = result.model_key
+    with engine.connect() as conn:
+        reg = conn.execute(sa.text("SELECT * FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
+                           {"k": key}).mappings().one()
+        cuts = {r.fold_id: (r.c1, r.c2) for r in conn.execute(
+            sa.text("SELECT fold_id, c1, c2 FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k"), {"k": key})}
+        maps = conn.execute(sa.text("SELECT fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg "
+                                    "FROM ml.woe_anchor_map_v1 WHERE model_key = :k"), {"k": key}).all()
+        scores = conn.execute(sa.text("SELECT listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21 "
+                                      "FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"), {"k": key}).all()
+    final = ref["models"][None]
+    assert reg["base_rate"] == pytest.approx(final["p"], rel=1e-12)
+    assert reg["base_logit"] == pytest.approx(final["base"], rel=1e-12, abs=1e-12)
+    assert (reg["n_folds"], reg["eps"], reg["half_life_days"], reg["is_active"]) == (k, eps, h, False)
+    assert reg["code_sha256"] == train.code_sha256()
+    assert set(cuts) == set(range(k)) | {None}
+    for m, model in ref["models"].items():
+        assert_allclose(cuts[m], model["cuts"], rtol=1e-12)
+        got = {(b, v): (w, w1, w0, n1, n0) for f, b, v, w, w1, w0, n1, n0 in maps if f == m}
+        assert set(got) == set(model["woe"]), f"fold {m}: map keys differ"
+        for bv, woe in model["woe"].items():
+            s = model["sums"][bv]
+            assert_allclose(got[bv][:3], [woe, s[0], s[1]], rtol=1e-9, atol=1e-12)
+            assert got[bv][3:] == (s[2], s[3])
+    assert len(scores) == len(ref["oof"]) == len(ref["train_rows"])
+    for lid, t0, fold, is_oof, logit, p, y in scores:
+        rfold, ry, rlogit = ref["oof"][(lid, t0)]
+        assert (fold, y, is_oof) == (rfold, ry, True)
+        assert logit == pytest.approx(rlogit, rel=1e-9, abs=1e-9)
+        assert p == pytest.approx(1 / (1 + math.exp(-rlogit)), rel=1e-9)
+    assert result.metrics["oof"]["auc"] == pytest.approx(_auc([(v[2], v[1]) for v in ref["oof"].values()]))
+    counts = result.metrics["counts"]
+    assert (counts["train_rows"], counts["eval_rows"]) == (len(ref["train_rows"]), len(ref["eval_rows"]))
+    assert counts["train_weight"] == pytest.approx(sum(r["w"] for r in ref["train_rows"]))
+    assert set(result.metrics["information_value"]) == set(VALUES)
+    assert set(result.metrics["psi"]) == set(VALUES)
+
+
+def _snapshot(conn, lid, t0, sold_at, **features):
+    row = {"listing_id": lid, "generation": "iphone_13", "t0": t0, "delta": 0.0, "tier": "HIGH", "ships": True,
+           "neg": True, "cond": "good", "dmg": 0.1, "bat": 92, "sold_at": sold_at, "asof": t0 - timedelta(hours=1)}
+    row.update(features)
+    conn.execute(sa.text(
+        "INSERT INTO ml.socio_market_snapshots VALUES (:listing_id, :generation, :t0, :delta, :tier, :ships, :neg, "
+        ":cond, :dmg, :bat, :sold_at, :asof)"), row)
+    conn.execute(sa.text("INSERT INTO ml.iphone_image_features VALUES (:l, :t, 6, 0.5, 0.5, 0.5, 0.1, true, false)"),
+                 {"l": lid, "t": t0})
+
+
+def test_label_edge_cases(engine):
+    c = CUTOFF
+    cases = {  # listing_id: (t0, sold_at, expected label in TRAIN or None if not a TRAIN row)
+        101: (c - 40 * DAY, c - 40 * DAY + 21 * DAY, 0),       # sold exactly at t0 + 21 days
+        102: (c - 30 * DAY, c + 5 * DAY, 1),                   # sold after the cutoff, past t0 + 21 days
+        103: (c, None, None),                                  # t0 exactly at the cutoff: EVAL
+        104: (c - 50 * DAY, None, 1),                          # never sold
+        105: (c - 10 * DAY, None, None),                       # unresolved at C: t0 + 21 days > C
+        106: (c - 10 * DAY, c + 2 * DAY, None),                # sells within 21 days but after C: unresolved
+        107: (c - 60 * DAY, c - 30 * DAY, 1),                  # sold, but after t0 + 21 days
+        108: (c - 25 * DAY, c - 20 * DAY, 0),                  # sold within 21 days, before C
+        109: (c - 45 * DAY, c - 44 * DAY, 0),
+        110: (c - 90 * DAY, None, 1),
+    }
+    with engine.begin() as conn:
+        for lid, (t0, sold, _) in cases.items():
+            _snapshot(conn, lid, t0, sold)
+        _snapshot(conn, 111, c + 60 * DAY, None)  # keeps the data's time range beyond the cutoff
+    assert certify.certify(engine, "t").passed
+    result = train.train(engine, train.TrainParams(c, 30.0, 1.0, 2), "t")
+    with engine.connect() as conn:
+        got = dict(conn.execute(sa.text("SELECT listing_id, slow21 FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"),
+                                {"k": result.model_key}).all())
+    assert got == {lid: y for lid, (_, _, y) in cases.items() if y is not None}
+    # EVAL rows are labelled at the data's newest timestamp: 103 (never sold, resolved 21 days on) and 111 is not
+    assert result.metrics["counts"]["eval_rows"] == 1
+
+
+def test_train_serve_parity(engine):
+    _certified_demo(engine, 250, 5)
+    key = train.train(engine, train.TrainParams(CUTOFF, 60.0, 1.0, 3), "t").model_key
+    with engine.begin() as conn:
+        if conn.execute(sa.text("SELECT to_regproc('ml.promote_woe_anchor_model') IS NOT NULL")).scalar():
+            conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, 'test', 'parity check')"), {"k": key})
+        else:
+            conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
+                         {"k": key})
+    with engine.connect() as conn:
+        base = conn.execute(sa.text("SELECT base_logit FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
+                            {"k": key}).scalar_one()
+        fmap = {(f, b, v): w for f, b, v, w in conn.execute(sa.text(
+            "SELECT fold_id, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE model_key = :k"), {"k": key})}
+        live = pd.read_sql_query(sa.text("SELECT * FROM ml.woe_anchor_scores_live_train_v"), conn)
+        stored = conn.execute(sa.text("SELECT listing_id, t0, fold_id, woe_logit FROM ml.woe_anchor_scores_v1 "
+                                      "WHERE model_key = :k"), {"k": key}).all()
+    assert len(live) > 0 and (live["model_key"] == key).all()
+    for row in live.to_dict("records"):
+        expected = base + sum(fmap.get((None, b, row[col]), 0.0) for b, col in BAND_COLUMNS.items())
+        assert row["woe_logit"] == pytest.approx(expected, abs=1e-9)
+    # OOF: recompute from the stored fold maps (the fold base is implied by the map sums)
+    by_key = {(r["listing_id"], r["t0"]): r for r in live.to_dict("records")}
+    with engine.connect() as conn:
+        fold_cuts = {f: (c1, c2) for f, c1, c2 in conn.execute(sa.text(
+            "SELECT fold_id, c1, c2 FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k AND fold_id IS NOT NULL"),
+            {"k": key})}
+        sums = conn.execute(sa.text(
+            "SELECT fold_id, sum(w_pos), sum(w_neg) FROM ml.woe_anchor_map_v1 WHERE model_key = :k "
+            "AND fold_id IS NOT NULL AND band_name = 'dsold' GROUP BY fold_id"), {"k": key}).all()
+    fold_base = {f: math.log(w1 / w0) for f, w1, w0 in sums}
+    raw = {(r["listing_id"], r["t0"]): r for r in _raw_rows(engine)}
+    assert stored
+    for lid, t0, fold, logit in stored:
+        bands = reference_bands(raw[(lid, t0)], T, fold_cuts[fold])
+        expected = fold_base[fold] + sum(fmap.get((fold, b, v), 0.0) for b, v in bands.items())
+        assert logit == pytest.approx(expected, abs=1e-9)
+        assert (lid, t0) in by_key
+
+
+def test_an_error_after_some_artifacts_leaves_no_trace(engine, monkeypatch):
+    _certified_demo(engine, 150, 2)
+
+    def boom(conn, key):
+        raise RuntimeError(f"injected failure after writing registry, cuts and maps of {key}")
+
+    monkeypatch.setattr(train, "_write_scores", boom)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train.train(engine, train.TrainParams(CUTOFF), "t")
+    with engine.connect() as conn:
+        for table in ("woe_anchor_model_registry_v1", "woe_anchor_cuts_v1", "woe_anchor_map_v1",
+                      "woe_anchor_scores_v1"):
+            assert conn.execute(sa.text(f"SELECT count(*) FROM ml.{table}")).scalar_one() == 0, table
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE starts_with(relname::text, 'woe_anchor_scores_v1__')")
+                            ).scalar_one() == 0
+
+
+def test_two_models_in_the_same_second_get_distinct_keys(engine, monkeypatch):
+    _certified_demo(engine, 150, 2)
+    monkeypatch.setattr(train, "_now", lambda: datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC))
+    keys = [train.train(engine, train.TrainParams(CUTOFF), "t").model_key for _ in range(3)]
+    assert keys == ["tom_aft_v1_20261127_120000", "tom_aft_v1_20261127_120000_2", "tom_aft_v1_20261127_120000_3"]
+
+
+BAD = [
+    ({"train_cutoff_ts": datetime(2026, 8, 1)}, "train_cutoff_ts must be a timezone-aware datetime"),
+    ({"train_cutoff_ts": "2026-08-01"}, "got '2026-08-01'"),
+    ({"half_life_days": 0}, r"half_life_days must be a finite number > 0 \(days\), got 0"),
+    ({"half_life_days": -3.0}, "half_life_days must be .*got -3.0"),
+    ({"half_life_days": float("nan")}, "half_life_days must be .*got nan"),
+    ({"eps": 0.0}, "eps must be a finite number > 0 .*got 0.0"),
+    ({"eps": float("inf")}, "eps must be .*got inf"),
+    ({"n_folds": 1}, r"n_folds must be an integer from 2 to 50.*got 1"),
+    ({"n_folds": 2.5}, "n_folds must be .*got 2.5"),
+    ({"n_folds": True}, "n_folds must be .*got True"),
+    ({"dsold_thresholds": (0.1, -0.1, 0.2, 0.3)}, r"dsold_thresholds must be four finite numbers, strictly increasing"),
+    ({"dsold_thresholds": (0.0, 0.0, 0.1, 0.2)}, "strictly increasing"),
+    ({"dsold_thresholds": (0.0, 0.1, 0.2)}, "strictly increasing.*got \\(0.0, 0.1, 0.2\\)"),
+    ({"dsold_thresholds": (0.0, 0.1, float("nan"), 0.3)}, "dsold_thresholds must be"),
+    ({"train_cutoff_ts": datetime(2020, 1, 1, tzinfo=UTC)}, "inside the data's t0 range.*got 2020-01-01"),
+    ({"train_cutoff_ts": datetime(2030, 1, 1, tzinfo=UTC)}, "inside the data's t0 range.*got 2030-01-01"),
+    ({"n_folds": 50}, "n_folds must be at most the number of TRAIN listings"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD)
+def test_bad_parameters_are_refused_before_any_write(engine, change, message):
+    _certified_demo(engine, 30, 1)
+    params = {"train_cutoff_ts": CUTOFF, **change}
+    with pytest.raises(InvalidParameter, match=message):
+        train.train(engine, train.TrainParams(**params), "t")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_model_registry_v1")).scalar_one() == 0
+
+
+def test_several_bad_values_are_all_named():
+    with pytest.raises(InvalidParameter) as info:
+        train.validate_params(train.TrainParams(CUTOFF, half_life_days=0, eps=-1, n_folds=1))
+    assert all(name in str(info.value) for name in ("half_life_days", "eps", "n_folds"))
+
+
+def test_uncertified_data_is_refused_with_how_to_certify(demo_engine):
+    with pytest.raises(CertificationRequired, match="not certified.*python -m woe_core certify"):
+        train.train(demo_engine, train.TrainParams(CUTOFF), "t")
+
+
+def test_one_class_only_and_empty_train_are_clear_errors(engine):
+    c = CUTOFF
+    with engine.begin() as conn:
+        for lid in range(1, 8):
+            _snapshot(conn, lid, c - (30 + lid) * DAY, None)  # all unsold: slow21 = 1 only
+        _snapshot(conn, 50, c + 30 * DAY, None)
+    assert certify.certify(engine, "t").passed
+    with pytest.raises(train.TrainingError, match="every TRAIN row has slow21 = 1"):
+        train.train(engine, train.TrainParams(c, n_folds=2), "t")
+    with pytest.raises(train.TrainingError, match="no TRAIN row is resolved"):
+        train.train(engine, train.TrainParams(c - 36 * DAY, n_folds=2), "t")

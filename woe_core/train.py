@@ -1,0 +1,432 @@
+"""Training (DESIGN §4): one call turns the certified feature stores into a candidate model.
+
+Row-level work runs in PostgreSQL: rows are banded by the same SQL as live
+scoring (``ml.woe_anchor_bands_v1`` and ``ml.woe_band_present`` with each fold's
+cuts), labelled, weighted and aggregated into weighted sums per (model, fold,
+band, value, label) there; Python computes the WOE from that small table
+(``woe_math``), PostgreSQL scores the OOF rows with the fold maps, and the
+metrics are computed from the (score, label) arrays. Every artifact is written in
+the same transaction as the reads, or nothing is.
+
+Definitions, at cutoff C and data end E (the newest t0 or sold_at):
+
+* label as of A: ``slow21 = 1`` when ``t0 + 21 days <= A`` and the listing had not
+  sold by ``t0 + 21 days``; ``0`` when ``sold_at <= t0 + 21 days`` and
+  ``sold_at <= A``; otherwise unresolved (dropped).
+* TRAIN: ``t0 < C``, labelled as of C, weight ``0.5 ** (days(C - t0) / h)`` with
+  fractional days. EVAL: ``t0 >= C``, labelled as of E, weight 1.
+* fold: ``ml.woe_fold(listing_id, K)`` (see ``bands.fold_of``).
+* cuts: ``percentile_cont(1/3, 2/3)`` of presentation_score over the TRAIN rows
+  being fitted that have one (fold k: rows outside fold k; final: all TRAIN rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import metrics as M
+from . import woe_math
+from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
+from .certify import ENTRYPOINT, MAX_AGE
+from .db import PROJECT_ROOT, fetch_arrays, woe_errors
+from .errors import InvalidParameter, WoeError
+from .identity import require_actor
+
+# The bytes behind code_sha256: these files, in this order, each as
+# "<relative path>\0<file bytes>\0", hashed together with SHA-256.
+TRAINING_CODE_FILES = (
+    "woe_core/train.py",
+    "woe_core/woe_math.py",
+    "woe_core/metrics.py",
+    "woe_core/bands.py",
+    "sql/V0004__banding_and_live_scoring.sql",
+    "sql/V0005__training.sql",
+)
+MAX_FOLDS = 50
+MAX_KEY_SUFFIX = 999
+
+Progress = Callable[[str, float], None]
+
+
+class TrainingError(WoeError):
+    """The data cannot produce a model (no TRAIN rows, one class only, too few listings)."""
+
+
+def code_sha256() -> str:
+    """SHA-256 of the training code (see ``TRAINING_CODE_FILES``)."""
+    digest = hashlib.sha256()
+    for rel in TRAINING_CODE_FILES:
+        digest.update(rel.encode() + b"\0" + (PROJECT_ROOT / rel).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Hyperparameters of one candidate; see ``PARAMETER_CONSTRAINTS``."""
+
+    train_cutoff_ts: datetime
+    half_life_days: float = 90.0
+    eps: float = 1.0
+    n_folds: int = 5
+    dsold_thresholds: tuple[float, float, float, float] = DEFAULT_DSOLD_THRESHOLDS
+
+
+PARAMETER_CONSTRAINTS = {
+    "train_cutoff_ts": "a timezone-aware datetime inside the data's t0 range",
+    "half_life_days": "a finite number > 0 (days)",
+    "eps": "a finite number > 0 (pseudo-count of weight)",
+    "n_folds": f"an integer from 2 to {MAX_FOLDS}, and at most the number of TRAIN listings",
+    "dsold_thresholds": "four finite numbers, strictly increasing (t1 < t2 < t3 < t4)",
+}
+
+
+def _finite_number(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def validate_params(params: TrainParams) -> TrainParams:
+    """Check every parameter against its declared constraint; one error lists every bad value."""
+    problems = []
+    c = params.train_cutoff_ts
+    if not isinstance(c, datetime) or c.tzinfo is None:
+        problems.append(f"train_cutoff_ts must be {PARAMETER_CONSTRAINTS['train_cutoff_ts']}, got {c!r}")
+    for name in ("half_life_days", "eps"):
+        value = getattr(params, name)
+        if not _finite_number(value) or float(value) <= 0:
+            problems.append(f"{name} must be {PARAMETER_CONSTRAINTS[name]}, got {value!r}")
+    k = params.n_folds
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 2 <= int(k) <= MAX_FOLDS:
+        problems.append(f"n_folds must be {PARAMETER_CONSTRAINTS['n_folds']}, got {k!r}")
+    t = params.dsold_thresholds
+    if (not isinstance(t, list | tuple) or len(t) != 4 or not all(_finite_number(x) for x in t)
+            or not all(float(a) < float(b) for a, b in zip(t, t[1:], strict=False))):
+        problems.append(f"dsold_thresholds must be {PARAMETER_CONSTRAINTS['dsold_thresholds']}, got {t!r}")
+    if problems:
+        raise InvalidParameter("; ".join(problems))
+    return TrainParams(c.astimezone(UTC), float(params.half_life_days), float(params.eps), int(k),
+                       tuple(float(x) for x in t))
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model_key: str
+    params: TrainParams
+    base_rate: float
+    base_logit: float
+    metrics: dict
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        oof, ev = self.metrics["oof"], self.metrics["eval"]
+
+        def fmt(x):
+            return "n/a" if x is None else f"{x:.4f}"
+
+        return (f"{self.model_key}: base rate {self.base_rate:.4f}; "
+                f"TRAIN {self.metrics['counts']['train_rows']:,} rows, EVAL {self.metrics['counts']['eval_rows']:,} rows; "
+                f"OOF AUC {fmt(oof['auc'])}, log loss {fmt(oof['log_loss'])}, Brier {fmt(oof['brier'])}; "
+                f"EVAL AUC {fmt(ev['auc'])}, log loss {fmt(ev['log_loss'])}, Brier {fmt(ev['brier'])}")
+
+
+_LABEL = """CASE WHEN b.sold_at IS NOT NULL AND b.sold_at <= b.t0 + interval '21 days' AND b.sold_at <= {asof} THEN 0
+                 WHEN b.t0 + interval '21 days' <= {asof}
+                      AND (b.sold_at IS NULL OR b.sold_at > b.t0 + interval '21 days') THEN 1 END"""
+
+_BUILD_ROWS = f"""
+CREATE TEMP TABLE _woe_rows ON COMMIT DROP AS
+SELECT * FROM (
+    SELECT b.listing_id, b.generation, b.t0,
+           ml.woe_fold(b.listing_id, :k) AS fold,
+           (b.t0 < :cutoff) AS is_train,
+           CASE WHEN b.t0 < :cutoff THEN {_LABEL.format(asof=':cutoff')}
+                ELSE {_LABEL.format(asof=':data_end')} END::smallint AS y,
+           CASE WHEN b.t0 < :cutoff
+                THEN power(0.5, (date_part('epoch', CAST(:cutoff AS timestamptz)) - date_part('epoch', b.t0)) / 86400.0 / :h)
+                ELSE 1.0 END AS w,
+           b.dsold_band, b.trust_tier, b.ship_band, b.sale_band, b.cond_band, b.dmg_ai_band, b.bat_band,
+           b.presentation_score, b.vdmg_band, b.accessories_band
+      FROM ml.woe_anchor_bands_v1(:t1, :t2, :t3, :t4, 0, 0) AS b
+) AS labelled
+WHERE y IS NOT NULL
+"""
+
+# Band columns other than the presentation band, which depends on each model's cuts.
+_FIXED_BANDS = [(name, col) for name, col, _ in BANDS if name != "present"]
+
+
+def _cuts_sql(k: int) -> str:
+    q = "percentile_cont(ARRAY[1::float8 / 3, 2::float8 / 3]) WITHIN GROUP (ORDER BY presentation_score)"
+    parts = []
+    for m in range(k + 1):
+        flt = f"FILTER (WHERE fold <> {m})" if m < k else ""
+        parts.append(f"{q} {flt} AS q{m}, count(presentation_score) {flt} AS n{m}")
+    return "SELECT " + ",\n".join(parts) + "\nFROM _woe_rows WHERE is_train"
+
+
+def _sums_sql() -> str:
+    """Weighted sums per (split, fold, model, band, value); model is NULL for cut-independent bands.
+
+    The presentation band differs per model (each has its own cuts). Rather than
+    band every row K+1 times, rows are first summed per bucket of the sorted set
+    of all models' cut values (every row of a bucket is on the same side of every
+    cut), and each bucket is then banded for each model by ``ml.woe_band_present``
+    applied to the bucket's lower bound (-Infinity for the first bucket).
+    """
+    sets = ", ".join(f"(is_train, fold, {col})" for _, col in _FIXED_BANDS)
+    which = "CASE " + " ".join(
+        f"WHEN GROUPING({col}) = 0 THEN '{name}'" for name, col in _FIXED_BANDS) + " END"
+    value = "COALESCE(" + ", ".join(col for _, col in _FIXED_BANDS) + ")"
+    agg = ("sum(w) FILTER (WHERE y = 1) AS w1, sum(w) FILTER (WHERE y = 0) AS w0, "
+           "count(*) FILTER (WHERE y = 1) AS n1, count(*) FILTER (WHERE y = 0) AS n0")
+    return f"""
+SELECT is_train, fold, NULL::integer AS model, {which} AS band_name, {value} AS band_value, {agg}
+  FROM _woe_rows GROUP BY GROUPING SETS ({sets})
+UNION ALL
+SELECT b.is_train, b.fold, c.model, 'present',
+       ml.woe_band_present(CASE WHEN b.bucket = 0 THEN '-Infinity'::float8 ELSE bounds.b[b.bucket] END, c.c1, c.c2),
+       sum(b.w1), sum(b.w0), sum(b.n1), sum(b.n0)
+  FROM (SELECT is_train, fold,
+               width_bucket(nullif(presentation_score, 'NaN'::float8),
+                            (SELECT array_agg(DISTINCT x ORDER BY x) FROM _woe_cuts, unnest(ARRAY[c1, c2]) AS x)) AS bucket,
+               {agg}
+          FROM _woe_rows GROUP BY 1, 2, 3) AS b
+ CROSS JOIN (SELECT array_agg(DISTINCT x ORDER BY x) AS b FROM _woe_cuts, unnest(ARRAY[c1, c2]) AS x) AS bounds
+  JOIN _woe_cuts AS c ON b.is_train OR c.model = :k
+ GROUP BY 1, 2, 3, 5
+"""
+
+
+def _score_sql() -> str:
+    terms = " + ".join(
+        f"coalesce(p.woe[ml.woe_slot_{name}(r.{col})], 0)" for name, col in _FIXED_BANDS)
+    terms += " + coalesce(p.woe[ml.woe_slot_present(ml.woe_band_present(r.presentation_score, p.c1, p.c2))], 0)"
+    return f"""
+CREATE TEMP TABLE _woe_scored ON COMMIT DROP AS
+SELECT r.listing_id, r.generation, r.t0, r.fold, r.is_train, r.y, p.base_logit + {terms} AS logit
+  FROM _woe_rows AS r
+  JOIN _woe_packed AS p ON p.model = CASE WHEN r.is_train THEN r.fold ELSE :k END
+"""
+
+
+def _data_range(conn: Connection) -> tuple[datetime, datetime, datetime]:
+    row = conn.execute(sa.text(
+        f"SELECT min(t0), max(t0), greatest(max(t0), max(sold_at)) FROM {ENTRYPOINT}")).one()
+    if row[0] is None:
+        raise TrainingError(f"{ENTRYPOINT} has no rows: load data and certify it first")
+    return row[0], row[1], row[2]
+
+
+def _step(progress: Progress | None, timings: dict, name: str, fraction: float, started: float) -> float:
+    now = time.perf_counter()
+    timings[name] = now - started
+    if progress:
+        progress(name, fraction)
+    return now
+
+
+def train(engine: Engine, params: TrainParams, actor: str, progress: Progress | None = None) -> TrainResult:
+    """Train one candidate model and write all its artifacts in one transaction.
+
+    Raises ``InvalidParameter`` (nothing read or written), ``CertificationRequired``
+    when the input dataset is not freshly certified, ``TrainingError`` when the
+    data cannot produce a model.
+    """
+    p = validate_params(params)
+    actor = require_actor(actor)
+    k = p.n_folds
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    with woe_errors(), engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+        conn.execute(sa.text("SELECT audit.require_certified_strict(:d, CAST(:a AS interval))"),
+                     {"d": ENTRYPOINT, "a": f"{int(MAX_AGE.total_seconds())} seconds"})
+        t_min, t_max, data_end = _data_range(conn)
+        if not t_min < p.train_cutoff_ts <= t_max:
+            raise InvalidParameter(
+                f"train_cutoff_ts must be {PARAMETER_CONSTRAINTS['train_cutoff_ts']}: after {t_min.isoformat()} "
+                f"and at most {t_max.isoformat()}, got {p.train_cutoff_ts.isoformat()}")
+        t1, t2, t3, t4 = p.dsold_thresholds
+        conn.execute(sa.text(_BUILD_ROWS), {"k": k, "cutoff": p.train_cutoff_ts, "data_end": data_end,
+                                            "h": p.half_life_days, "t1": t1, "t2": t2, "t3": t3, "t4": t4})
+        conn.execute(sa.text("ANALYZE _woe_rows"))  # the aggregates plan badly without statistics
+        counts = _check_rows(conn, k)
+        t = _step(progress, timings, "band and label rows", 0.3, t)
+
+        cuts = _learn_cuts(conn, k)
+        t = _step(progress, timings, "learn presentation cuts", 0.4, t)
+
+        sums = pd.DataFrame(conn.execute(sa.text(_sums_sql()), {"k": k}).mappings().all())
+        train_sums = _expand_models(sums[sums["is_train"]], k)
+        bases, maps = woe_math.fit_maps(train_sums, k, p.eps)
+        t = _step(progress, timings, "aggregate and fit WOE", 0.6, t)
+
+        _pack(conn, bases, maps, cuts)
+        conn.execute(sa.text(_score_sql()), {"k": k})
+        scored = fetch_arrays(conn, "SELECT is_train, y, logit FROM _woe_scored",
+                              [("is_train", "bool"), ("y", "int2"), ("logit", "float8")])
+        t = _step(progress, timings, "score OOF and EVAL rows", 0.75, t)
+
+        final = bases[bases["model"] == k].iloc[0]
+        metric_doc = _metrics(scored, sums, maps, counts, k, p, data_end)
+        key = _insert_registry(conn, p, final, actor, metric_doc)
+        _write_cuts(conn, key, cuts, k)
+        _write_maps(conn, key, maps, k)
+        _write_scores(conn, key)
+        _step(progress, timings, "write artifacts", 1.0, t)
+    return TrainResult(key, p, float(final["base_rate"]), float(final["base_logit"]), metric_doc, timings)
+
+
+def _check_rows(conn: Connection, k: int) -> dict:
+    c = conn.execute(sa.text(
+        "SELECT count(*) FILTER (WHERE is_train) AS train_rows, count(*) FILTER (WHERE NOT is_train) AS eval_rows, "
+        "coalesce(sum(w) FILTER (WHERE is_train), 0) AS train_weight, "
+        "coalesce(sum(w) FILTER (WHERE NOT is_train), 0) AS eval_weight, "
+        "count(*) FILTER (WHERE is_train AND y = 1) AS train_pos, count(*) FILTER (WHERE is_train AND y = 0) AS train_neg, "
+        "count(DISTINCT listing_id) FILTER (WHERE is_train) AS train_listings FROM _woe_rows")).mappings().one()
+    counts = {key: (float(v) if "weight" in key else int(v)) for key, v in c.items()}
+    if counts["train_rows"] == 0:
+        raise TrainingError("no TRAIN row is resolved at this cutoff: choose a later train_cutoff_ts")
+    if counts["train_pos"] == 0 or counts["train_neg"] == 0:
+        only = "slow21 = 1" if counts["train_neg"] == 0 else "slow21 = 0"
+        raise TrainingError(f"every TRAIN row has {only}: WOE needs both classes; choose another cutoff")
+    if counts["train_listings"] < k:
+        raise InvalidParameter(f"n_folds must be at most the number of TRAIN listings "
+                               f"({counts['train_listings']}), got {k}")
+    return counts
+
+
+def _learn_cuts(conn: Connection, k: int) -> pd.DataFrame:
+    row = conn.execute(sa.text(_cuts_sql(k))).mappings().one()
+    rows = []
+    for m in range(k + 1):
+        q = row[f"q{m}"]
+        if q is None:
+            which = f"outside fold {m}" if m < k else "at all"
+            raise TrainingError(f"no TRAIN row {which} has a presentation score: cannot learn presentation cuts")
+        rows.append({"model": m, "c1": float(q[0]), "c2": float(q[1]), "n_rows": int(row[f"n{m}"])})
+    cuts = pd.DataFrame(rows)
+    conn.execute(sa.text("CREATE TEMP TABLE _woe_cuts (model integer, c1 float8, c2 float8) ON COMMIT DROP"))
+    conn.execute(sa.text("INSERT INTO _woe_cuts VALUES (:model, :c1, :c2)"),
+                 cuts[["model", "c1", "c2"]].to_dict("records"))
+    return cuts
+
+
+def _expand_models(sums: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Give the cut-independent band sums to every model; the presentation sums already name theirs."""
+    fixed = sums[sums["model"].isna()].drop(columns="model")
+    present = sums[sums["model"].notna()].astype({"model": int})
+    out = pd.concat([fixed.assign(model=m) for m in range(k + 1)] + [present], ignore_index=True)
+    return out.fillna({c: 0 for c in woe_math.SUM_COLUMNS})
+
+
+def _pack(conn: Connection, bases: pd.DataFrame, maps: pd.DataFrame, cuts: pd.DataFrame) -> None:
+    slots = conn.execute(sa.text(
+        "SELECT band_name, band_value, slot FROM ml.woe_anchor_band_values_v1 WHERE band_schema_version = :v"),
+        {"v": BAND_SCHEMA_VERSION}).all()
+    slot_of = {(b, v): s for b, v, s in slots}
+    n_slots = max(slot_of.values())
+    conn.execute(sa.text("CREATE TEMP TABLE _woe_packed (model integer, base_logit float8, c1 float8, c2 float8, "
+                         "woe float8[]) ON COMMIT DROP"))
+    records = []
+    for (_, base), (_, cut) in zip(bases.sort_values("model").iterrows(), cuts.sort_values("model").iterrows(),
+                                   strict=True):
+        arr: list[float | None] = [None] * n_slots
+        for b, v, w in maps.loc[maps["model"] == base["model"], ["band_name", "band_value", "woe"]].itertuples(index=False):
+            arr[slot_of[(b, v)] - 1] = float(w)
+        records.append({"model": int(base["model"]), "base_logit": float(base["base_logit"]),
+                        "c1": float(cut["c1"]), "c2": float(cut["c2"]), "woe": arr})
+    conn.execute(sa.text("INSERT INTO _woe_packed VALUES (:model, :base_logit, :c1, :c2, :woe)"), records)
+
+
+def _metrics(scored: dict[str, np.ndarray], sums: pd.DataFrame, maps: pd.DataFrame, counts: dict, k: int,
+             p: TrainParams, data_end: datetime) -> dict:
+    prob = 1.0 / (1.0 + np.exp(-np.clip(scored["logit"], -700, 700)))
+    y = scored["y"].astype(float)
+    is_train = scored["is_train"].astype(bool)
+    final_map = maps[maps["model"] == k]
+
+    def shares(train_flag: bool) -> dict[str, dict[str, float]]:
+        part = sums[(sums["is_train"] == train_flag) & (sums["model"].isna() | (sums["model"] == k))]
+        grouped = part.groupby(["band_name", "band_value"])[["n1", "n0"]].sum()
+        out: dict[str, dict[str, float]] = {}
+        for (band, value), row in grouped.iterrows():
+            out.setdefault(band, {})[value] = float(row["n1"] + row["n0"])
+        return out
+
+    train_shares, eval_shares = shares(True), shares(False)
+    return {
+        "counts": counts,
+        "data_end": data_end.isoformat(),
+        "oof": M.summary(prob[is_train], y[is_train]),
+        "eval": M.summary(prob[~is_train], y[~is_train]),
+        "information_value": M.information_value(final_map),
+        "fold_stability": M.fold_stability(maps, k),
+        "psi": {band: M.psi(train_shares.get(band, {}), eval_shares.get(band, {})) for band, _, _ in BANDS},
+        "band_shares": {"train": train_shares, "eval": eval_shares},
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert_registry(conn: Connection, p: TrainParams, final: pd.Series, actor: str, metric_doc: dict) -> str:
+    stamp = _now().strftime("tom_aft_v1_%Y%m%d_%H%M%S")
+    params = {
+        "cutoff": p.train_cutoff_ts, "h": p.half_life_days, "eps": p.eps, "k": p.n_folds,
+        "v": BAND_SCHEMA_VERSION, "sha": code_sha256(), "br": float(final["base_rate"]),
+        "bl": float(final["base_logit"]), "t1": p.dsold_thresholds[0], "t2": p.dsold_thresholds[1],
+        "t3": p.dsold_thresholds[2], "t4": p.dsold_thresholds[3], "actor": actor,
+        "metrics": json.dumps(metric_doc, allow_nan=False),
+    }
+    insert = sa.text(
+        "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+        "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
+        "created_by, metrics) VALUES (:key, :cutoff, :h, :eps, :k, :v, :sha, false, :br, :bl, :t1, :t2, :t3, :t4, "
+        ":actor, CAST(:metrics AS jsonb)) ON CONFLICT (model_key) DO NOTHING RETURNING model_key")
+    # A second model in the same second gets a suffix _2, _3, ... (never an overwrite).
+    for n in range(1, MAX_KEY_SUFFIX + 1):
+        key = stamp if n == 1 else f"{stamp}_{n}"
+        if conn.execute(insert, {**params, "key": key}).scalar_one_or_none() is not None:
+            return key
+    raise TrainingError(f"more than {MAX_KEY_SUFFIX} models were registered in the second {stamp}")
+
+
+def _write_cuts(conn: Connection, key: str, cuts: pd.DataFrame, k: int) -> None:
+    conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 (model_key, fold_id, c1, c2, n_rows) "
+                         "VALUES (:key, :fold, :c1, :c2, :n)"),
+                 [{"key": key, "fold": None if r.model == k else int(r.model), "c1": r.c1, "c2": r.c2, "n": r.n_rows}
+                  for r in cuts.itertuples(index=False)])
+
+
+def _write_maps(conn: Connection, key: str, maps: pd.DataFrame, k: int) -> None:
+    conn.execute(sa.text(
+        "INSERT INTO ml.woe_anchor_map_v1 (model_key, fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg) "
+        "VALUES (:key, :fold, :band, :value, :woe, :w1, :w0, :n1, :n0)"),
+        [{"key": key, "fold": None if r.model == k else int(r.model), "band": r.band_name, "value": r.band_value,
+          "woe": float(r.woe), "w1": float(r.w1), "w0": float(r.w0), "n1": int(r.n1), "n0": int(r.n0)}
+         for r in maps.itertuples(index=False)])
+
+
+def _write_scores(conn: Connection, key: str) -> int:
+    """Load the OOF scores into a staged table and attach it as the model's partition."""
+    table = conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1(:key)"), {"key": key}).scalar_one()
+    # ``table`` is the quoted name the database built from the validated key.
+    conn.execute(sa.text(
+        f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
+        "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
+        "FROM _woe_scored WHERE is_train ORDER BY generation, listing_id, t0"), {"key": key})
+    return conn.execute(sa.text("SELECT ml.woe_anchor_scores_attach_v1(:key)"), {"key": key}).scalar_one()
