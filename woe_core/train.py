@@ -269,8 +269,8 @@ def train(engine: Engine, params: TrainParams, actor: str, progress: Progress | 
         t = _step(progress, timings, "learn presentation cuts", 0.4, t)
 
         sums = pd.DataFrame(conn.execute(sa.text(_sums_sql()), {"k": k}).mappings().all())
-        train_sums = _expand_models(sums[sums["is_train"]], k)
-        bases, maps = woe_math.fit_maps(train_sums, k, p.eps)
+        fitted = woe_math.fit(*woe_math.dense_sums(_expand_models(sums[sums["is_train"]], k), k), p.eps)
+        bases, maps = fitted.bases(), fitted.maps()
         t = _step(progress, timings, "aggregate and fit WOE", 0.6, t)
 
         _pack(conn, bases, maps, cuts)

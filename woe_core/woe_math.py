@@ -1,16 +1,23 @@
-"""The WOE math of DESIGN §4 on small aggregate tables (and, for in-memory data, on rows).
+"""The WOE math of DESIGN §4 on small aggregate arrays.
 
-Training aggregates rows in PostgreSQL into weighted sums per (fold, band, value,
-label); everything here works on those sums, so its cost does not grow with the
-number of snapshots. Per band value v, over the rows being fitted::
+Training aggregates rows in PostgreSQL into weighted sums per (model, fold,
+band value, label); everything here works on those sums, so its cost does not
+grow with the number of snapshots. Per band value v, over the rows being
+fitted::
 
     p        = ΣW1 / (ΣW1 + ΣW0)          base_logit = ln(p / (1 - p))
     woe(v)   = ln((W1(v) + eps·p) / (W0(v) + eps·(1 - p))) - base_logit
 
 A value with no row among those being fitted gets no WOE (it scores 0).
+
+Model k (0..K-1) is fitted on the rows outside fold k, the final model (index K)
+on all rows. Sums are held densely as ``S[model, fold, level, stat]`` with stat
+= (w1, w0, n1, n0) and ``level`` indexing the (band, value) pairs.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -18,67 +25,75 @@ import pandas as pd
 SUM_COLUMNS = ("w1", "w0", "n1", "n0")
 
 
-def base_rate(w1_total: float, w0_total: float) -> tuple[float, float]:
-    """(p, base_logit) of the weighted positives and negatives being fitted."""
+@dataclass(frozen=True)
+class Fit:
+    """Base rates and WOE of the K fold models and the final model (index K)."""
+
+    levels: list[tuple[str, str]]  # (band_name, band_value) per level index
+    fitted: np.ndarray  # (K+1, L, 4) sums over the rows each model was fitted on
+    p: np.ndarray  # (K+1,)
+    base_logit: np.ndarray  # (K+1,)
+    woe: np.ndarray  # (K+1, L), NaN where the model saw no row of that value
+
+    def maps(self) -> pd.DataFrame:
+        """model, band_name, band_value, woe, w1, w0, n1, n0 for every value each model saw."""
+        model, level = np.nonzero(~np.isnan(self.woe))
+        names = np.array(self.levels, dtype=object).reshape(-1, 2)
+        return pd.DataFrame({
+            "model": model, "band_name": names[level, 0], "band_value": names[level, 1],
+            "woe": self.woe[model, level], "w1": self.fitted[model, level, 0], "w0": self.fitted[model, level, 1],
+            "n1": self.fitted[model, level, 2].astype(np.int64), "n0": self.fitted[model, level, 3].astype(np.int64)})
+
+    def bases(self) -> pd.DataFrame:
+        return pd.DataFrame({"model": np.arange(len(self.p)), "base_rate": self.p, "base_logit": self.base_logit})
+
+
+def fit(sums: np.ndarray, levels: list[tuple[str, str]], eps: float) -> Fit:
+    """Fit every model from ``sums[model, fold, level, stat]`` (see module docstring)."""
+    n_models, n_folds = sums.shape[0], sums.shape[1]
+    fitted = np.empty((n_models, sums.shape[2], 4))
+    for m in range(n_models):
+        others = [f for f in range(n_folds) if f != m]
+        fitted[m] = sums[m, others].sum(axis=0)
+    first_band = np.array([band == levels[0][0] for band, _ in levels])
+    w1_total = fitted[:, first_band, 0].sum(axis=1)
+    w0_total = fitted[:, first_band, 1].sum(axis=1)
     p = w1_total / (w1_total + w0_total)
-    return p, float(np.log(p / (1.0 - p)))
+    base_logit = np.log(p / (1.0 - p))
+    woe = np.log((fitted[..., 0] + eps * p[:, None]) / (fitted[..., 1] + eps * (1.0 - p[:, None]))) - base_logit[:, None]
+    woe[(fitted[..., 2] + fitted[..., 3]) == 0] = np.nan
+    return Fit(levels, fitted, p, base_logit, woe)
 
 
-def woe(w1: np.ndarray, w0: np.ndarray, p: float, base_logit: float, eps: float) -> np.ndarray:
-    """Smoothed WOE per value: eps is a pseudo-count of weight spread at the base rate."""
-    return np.log((w1 + eps * p) / (w0 + eps * (1.0 - p))) - base_logit
-
-
-def fit_maps(sums: pd.DataFrame, n_folds: int, eps: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Final and per-fold maps from TRAIN sums.
-
-    ``sums`` has one row per (model, fold, band_name, band_value) with the
-    weighted sums ``w1, w0`` and row counts ``n1, n0`` of the TRAIN rows of
-    ``fold`` banded as ``model`` bands them; ``model`` is 0..K-1 for the fold
-    models and K for the final one (only the presentation band differs between
-    models, because each model has its own cuts). Model k is fitted on the rows
-    outside fold k, the final model on all rows.
-
-    Returns (bases, maps): bases has model, base_rate, base_logit, w1, w0, n;
-    maps has model, band_name, band_value, woe, w1, w0, n1, n0.
-    """
-    bases, maps = [], []
-    for model in range(n_folds + 1):
-        fitted = sums[(sums["model"] == model) & (sums["fold"] != model)]
-        per_value = fitted.groupby(["band_name", "band_value"], as_index=False, sort=True)[list(SUM_COLUMNS)].sum()
-        per_value = per_value[(per_value["n1"] + per_value["n0"]) > 0]
-        # Every band partitions the same rows: take the totals from one band.
-        first_band = per_value["band_name"].iloc[0]
-        totals = per_value[per_value["band_name"] == first_band]
-        w1_total, w0_total = float(totals["w1"].sum()), float(totals["w0"].sum())
-        p, base_logit = base_rate(w1_total, w0_total)
-        per_value = per_value.assign(
-            model=model, woe=woe(per_value["w1"].to_numpy(), per_value["w0"].to_numpy(), p, base_logit, eps))
-        bases.append({"model": model, "base_rate": p, "base_logit": base_logit, "w1": w1_total, "w0": w0_total,
-                      "n": int(totals["n1"].sum() + totals["n0"].sum())})
-        maps.append(per_value)
-    return pd.DataFrame(bases), pd.concat(maps, ignore_index=True)
+def dense_sums(frame: pd.DataFrame, n_folds: int) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """``S[model, fold, level, stat]`` from a long frame of (model, fold, band_name, band_value, w1, w0, n1, n0)."""
+    keys = frame[["band_name", "band_value"]].drop_duplicates().sort_values(["band_name", "band_value"])
+    levels = list(keys.itertuples(index=False, name=None))
+    index = {lv: i for i, lv in enumerate(levels)}
+    sums = np.zeros((n_folds + 1, n_folds, len(levels), 4))
+    level_idx = np.array([index[lv] for lv in zip(frame["band_name"], frame["band_value"], strict=True)], dtype=int)
+    np.add.at(sums, (frame["model"].to_numpy(int), frame["fold"].to_numpy(int), level_idx),
+              frame[list(SUM_COLUMNS)].to_numpy(float))
+    return sums, levels
 
 
 def fold_sums(codes: dict[str, np.ndarray], fold: np.ndarray, y: np.ndarray, w: np.ndarray,
-              levels: dict[str, list[str]], n_folds: int) -> pd.DataFrame:
+              levels: dict[str, list[str]], n_folds: int) -> tuple[np.ndarray, list[tuple[str, str]], dict[str, int]]:
     """In-memory counterpart of the training aggregate: one weighted ``bincount`` per band.
 
-    ``codes[band]`` holds each row's value index into ``levels[band]``. Returns the
-    sums frame that ``fit_maps`` takes, with the same values for every model
-    (in memory there is no per-fold presentation re-banding).
+    ``codes[band]`` holds each row's value index into ``levels[band]``. Returns
+    (sums, levels, offset of each band's first level); every model gets the same
+    sums (in memory there is no per-fold presentation re-banding).
     """
-    frames = []
+    blocks, all_levels, offsets = [], [], {}
     for band, code in codes.items():
-        n_levels = len(levels[band])
-        key = (fold * n_levels + code) * 2 + y
-        size = n_folds * n_levels * 2
-        wsum = np.bincount(key, weights=w, minlength=size).reshape(n_folds, n_levels, 2)
-        nsum = np.bincount(key, minlength=size).reshape(n_folds, n_levels, 2)
-        f_idx, l_idx = np.meshgrid(np.arange(n_folds), np.arange(n_levels), indexing="ij")
-        frames.append(pd.DataFrame({
-            "fold": f_idx.ravel(), "band_name": band, "band_value": np.asarray(levels[band])[l_idx.ravel()],
-            "w1": wsum[..., 1].ravel(), "w0": wsum[..., 0].ravel(),
-            "n1": nsum[..., 1].ravel(), "n0": nsum[..., 0].ravel()}))
-    one = pd.concat(frames, ignore_index=True)
-    return pd.concat([one.assign(model=m) for m in range(n_folds + 1)], ignore_index=True)
+        n = len(levels[band])
+        offsets[band] = len(all_levels)
+        all_levels += [(band, v) for v in levels[band]]
+        key = (fold * n + code) * 2 + y
+        size = n_folds * n * 2
+        ws = np.bincount(key, weights=w, minlength=size).reshape(n_folds, n, 2)
+        ns = np.bincount(key, minlength=size).reshape(n_folds, n, 2)
+        blocks.append(np.stack([ws[..., 1], ws[..., 0], ns[..., 1], ns[..., 0]], axis=-1))
+    one = np.concatenate(blocks, axis=1)  # (fold, level, stat)
+    return np.broadcast_to(one, (n_folds + 1, *one.shape)), all_levels, offsets

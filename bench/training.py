@@ -1,0 +1,194 @@
+"""Benchmark of training: ``python bench/training.py [--snapshots N]``.
+
+1. End-to-end ``python -m woe_core train`` (5 folds, every artifact including the
+   OOF score rows) on N demo snapshots, in a child process whose wall time and
+   peak RSS are measured.
+2. On the same banded TRAIN rows pulled into memory, the WOE fit + 5-fold OOF of:
+   this engine's math (``woe_math``), a pure numpy ``bincount`` reference,
+   ``sklearn.preprocessing.TargetEncoder`` (cv=5), ``category_encoders.WOEEncoder``
+   and ``optbinning.BinningProcess`` (fold loops), each as a ratio to numpy.
+   The peers are optional (``pip install -r bench/requirements.txt``); a missing
+   one is reported, not faked. Medians of 3 runs. Nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from common import fresh_engine, load_certified
+
+from woe_core import db, woe_math
+from woe_core.db import PROJECT_ROOT
+from woe_core.bands import BAND_NAMES
+
+CUTOFF = datetime(2026, 7, 1, tzinfo=UTC)
+K = 5
+EPS = 1.0
+
+
+def banded_train_rows(engine, model_key: str) -> dict[str, np.ndarray]:
+    """The TRAIN rows of ``model_key`` with their final-model band slots, fold, label and weight."""
+    slot_cols = ", ".join(
+        f"ml.woe_slot_{name}(b.{col})::int2 AS s_{name}" for name, col in [
+            ("dsold", "dsold_band"), ("trust", "trust_tier"), ("ship", "ship_band"), ("sale", "sale_band"),
+            ("cond", "cond_band"), ("dmg", "dmg_ai_band"), ("bat", "bat_band"), ("present", "presentation_band"),
+            ("vdmg", "vdmg_band"), ("acc", "accessories_band")])
+    sql = (f"SELECT s.fold_id::int2 AS fold, s.slow21 AS y, "
+           f"power(0.5, (date_part('epoch', r.train_cutoff_ts) - date_part('epoch', s.t0)) / 86400.0 / r.half_life_days) AS w, "
+           f"{slot_cols} FROM ml.woe_anchor_scores_v1 s "
+           f"JOIN ml.woe_anchor_model_registry_v1 r USING (model_key) "
+           f"JOIN ml.v_woe_anchor_bands_by_model_v1 b ON b.model_key = s.model_key AND b.listing_id = s.listing_id "
+           f"AND b.t0 = s.t0 WHERE s.model_key = '{model_key}'")
+    columns = [("fold", "int2"), ("y", "int2"), ("w", "float8")] + [(f"s_{b}", "int2") for b in BAND_NAMES]
+    with engine.connect() as conn:
+        return db.fetch_arrays(conn, sql, columns)
+
+
+def to_codes(rows):
+    codes, levels = {}, {}
+    for band in BAND_NAMES:
+        slots = rows[f"s_{band}"].astype(np.int64)
+        uniq, code = np.unique(slots, return_inverse=True)
+        codes[band], levels[band] = code, [str(u) for u in uniq]
+    return codes, levels
+
+
+def numpy_reference(codes, levels, fold, y, w):
+    """One weighted bincount per band on a (level, fold, label) key; fold-out sums = total - fold."""
+    logit = np.zeros(len(y))
+    tot1 = np.bincount(fold, weights=w * y, minlength=K)
+    tot0 = np.bincount(fold, weights=w * (1 - y), minlength=K)
+    p = (tot1.sum() - tot1) / ((tot1.sum() - tot1) + (tot0.sum() - tot0))
+    base = np.log(p / (1 - p))
+    logit += base[fold]
+    for band, code in codes.items():
+        n = len(levels[band])
+        s = np.bincount((code * K + fold) * 2 + y, weights=w, minlength=n * K * 2).reshape(n, K, 2)
+        out = s.sum(axis=1, keepdims=True) - s  # rows outside each fold
+        woe = np.log((out[..., 1] + EPS * p) / (out[..., 0] + EPS * (1 - p))) - base
+        logit += woe[code, fold]
+    return logit
+
+
+def engine_math(codes, levels, fold, y, w):
+    """woe_core's own math: fold sums, ``woe_math.fit``, then the OOF lookup."""
+    sums, all_levels, offsets = woe_math.fold_sums(codes, fold, y, w, levels, K)
+    fitted = woe_math.fit(sums, all_levels, EPS)
+    woe = np.nan_to_num(fitted.woe)
+    logit = fitted.base_logit[fold]
+    for band, code in codes.items():
+        logit = logit + woe[fold, offsets[band] + code]
+    return logit
+
+
+def sklearn_target_encoder(codes, levels, fold, y, w):
+    from sklearn.preprocessing import TargetEncoder
+
+    x = np.column_stack([codes[b] for b in BAND_NAMES])
+    return TargetEncoder(categories="auto", target_type="binary", cv=K, shuffle=False).fit_transform(x, y)
+
+
+def _fold_loop(make, codes, fold, y):
+    frame = pd.DataFrame({b: codes[b].astype(str) for b in BAND_NAMES})
+    out = np.zeros((len(y), len(BAND_NAMES)))
+    for k in range(K):
+        test = fold == k
+        encoder = make()
+        encoder.fit(frame[~test], y[~test])
+        out[test] = np.asarray(encoder.transform(frame[test]), dtype=float)
+    return out
+
+
+def category_encoders_woe(codes, levels, fold, y, w):
+    import category_encoders as ce
+
+    return _fold_loop(lambda: ce.WOEEncoder(cols=list(BAND_NAMES)), codes, fold, y)
+
+
+def optbinning_process(codes, levels, fold, y, w):
+    from optbinning import BinningProcess
+
+    names = list(BAND_NAMES)
+    return _fold_loop(lambda: BinningProcess(names, categorical_variables=names), codes, fold, y)
+
+
+VARIANTS = [
+    ("numpy bincount reference", numpy_reference),
+    ("woe_core engine math", engine_math),
+    ("sklearn TargetEncoder (cv=5, unweighted)", sklearn_target_encoder),
+    ("category_encoders WOEEncoder, fold loop (unweighted)", category_encoders_woe),
+    ("optbinning BinningProcess, fold loop (unweighted)", optbinning_process),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--snapshots", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    engine = fresh_engine()
+    loaded = load_certified(engine, args.snapshots)
+    url = engine.url.render_as_string(hide_password=False)
+
+    cmd = [sys.executable, "-m", "woe_core", "--database-url", url, "train", "--cutoff", CUTOFF.isoformat(),
+           "--folds", str(K), "--eps", str(EPS), "--actor", "bench"]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    if done.returncode:
+        raise SystemExit(f"training failed: {done.stderr.strip()}")
+    wall = time.perf_counter() - t
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    key = done.stdout.split(":", 1)[0].strip()
+
+    rows = banded_train_rows(engine, key)
+    codes, levels = to_codes(rows)
+    fold, y, w = rows["fold"].astype(np.int64), rows["y"].astype(np.int64), rows["w"]
+    results = []
+    reference = None
+    for name, fn in VARIANTS:
+        try:
+            runs = []
+            for _ in range(args.repeat if "numpy" in name or "engine" in name else 1 + (args.repeat > 1)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t = time.perf_counter()
+                    out = fn(codes, levels, fold, y, w)
+                    runs.append(time.perf_counter() - t)
+            seconds = statistics.median(runs)
+            if name.startswith("numpy"):
+                reference, ref_logit = seconds, out
+            if name.startswith("woe_core"):
+                assert np.allclose(out, ref_logit, atol=1e-9), "engine math disagrees with the numpy reference"
+            results.append((name, seconds, seconds / reference))
+        except ImportError as exc:
+            results.append((name, None, f"not installed ({exc.name})"))
+
+    print(f"\ntraining benchmark: {loaded['socio_rows']:,} snapshots ({loaded['listings']:,} listings), "
+          f"{len(y):,} TRAIN rows at cutoff {CUTOFF:%Y-%m-%d}, K={K}\n")
+    print("| end-to-end `python -m woe_core train` | measured | target |")
+    print("|---|---|---|")
+    print(f"| wall time (child process) | {wall:.2f} s | ≤ 10 s |")
+    print(f"| peak RSS of the Python process | {peak_mb:.0f} MB | ≤ 1024 MB |")
+    print(f"\nsteps (from the CLI's progress lines):\n{done.stderr.strip()}\n")
+    print("| WOE fit + 5-fold OOF on the same banded rows in memory | median | × numpy |")
+    print("|---|---|---|")
+    for name, seconds, ratio in results:
+        if seconds is None:
+            print(f"| {name} | – | {ratio} |")
+        else:
+            print(f"| {name} | {seconds * 1000:.0f} ms | {ratio:.2f}× |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
