@@ -16,20 +16,16 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from woe_core import certify, db, demo, migrations  # noqa: E402
-from woe_core.bands import BAND_NAMES  # noqa: E402
+from common import fresh_engine, load_certified
+from woe_core import db, demo
+from woe_core.bands import BAND_NAMES
 
 KEY = "tom_aft_v1_20260101_000000"
-SNAPSHOTS_PER_LISTING = 1.555  # measured ratio of the demo generator (seed 7)
 
 GUARDED_LOOKUP = ("SELECT woe_logit, woe_anchor_p_slow21, unmapped_bands, dsold_band, trust_tier "
                   "FROM ml.woe_anchor_scores_live_train_v WHERE listing_id = %s")
@@ -57,11 +53,12 @@ def insert_ground_truth_model(engine):
         conn.execute(sa.text(
             "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
             "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-            "dsold_t4, created_by) VALUES (:k, now(), 60, 1, 5, 1, :sha, true, 1 / (1 + exp(-:b)), :b, "
+            "dsold_t4, created_by) VALUES (:k, now(), 60, 1, 5, 1, :sha, false, 1 / (1 + exp(-:b)), :b, "
             "-0.15, -0.05, 0.05, 0.15, 'bench')"), {"k": KEY, "sha": "0" * 64, "b": base})
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, NULL, 0.50, 0.62, 0)"), {"k": KEY})
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_map_v1 VALUES (:k, NULL, :b, :v, :w, 0, 0, 0, 0)"),
                      [{"k": KEY, "b": b, "v": v, "w": w} for b in BAND_NAMES for v, w in gt[b].items()])
+        conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, 'bench', 'benchmark model')"), {"k": KEY})
         conn.execute(sa.text("ANALYZE"))
 
 
@@ -80,33 +77,16 @@ def main() -> int:
     parser.add_argument("--lookups", type=int, default=1000)
     args = parser.parse_args()
 
-    url = os.environ.get("WOE_BENCH_DATABASE_URL")
-    engine = db.get_engine(url) if url else db.get_engine(
-        db.embedded_url(Path(tempfile.mkdtemp(prefix="woe_bench_")) / "pg", cleanup_mode="delete"))
-    migrations.migrate(engine)
-    n_listings = max(1, round(args.snapshots / SNAPSHOTS_PER_LISTING))
-
-    rows = []
+    engine = fresh_engine()
     t = time.perf_counter()
-    data = demo.generate_demo(n_listings, seed=7)
+    demo.generate_demo(max(1, round(args.snapshots / 1.555)), seed=7)
     t_gen = time.perf_counter() - t
-    del data
-    t = time.perf_counter()
-    counts = demo.load_demo(engine, n_listings, seed=7)
-    t_gen_load = time.perf_counter() - t
-    rows.append(("generate (numpy)", t_gen, None, ""))
-    rows.append(("generate + load (COPY)", t_gen_load, 30.0, f"{counts['socio_rows']:,} snapshots"))
-    with engine.connect() as conn:
-        conn.execute(sa.text("ANALYZE"))
-        conn.commit()
-
-    cert = None
-
-    def run_certify():
-        nonlocal cert
-        cert = certify.certify(engine, "bench")
-
-    rows.append(("certify (checks + sha256)", timed(run_certify), 10.0, "passed" if cert.passed else "FAILED"))
+    loaded = load_certified(engine, args.snapshots)
+    rows = [
+        ("generate (numpy)", t_gen, None, ""),
+        ("generate + load (COPY)", loaded["generate_load_s"], 30.0, f"{loaded['socio_rows']:,} snapshots"),
+        ("certify (checks + sha256)", loaded["certify_s"], 10.0, "passed" if loaded["certified"] else "FAILED"),
+    ]
     insert_ground_truth_model(engine)
 
     with engine.connect() as conn:
@@ -140,7 +120,7 @@ def main() -> int:
     rows.append(("lookup p99, guarded view (ms)", g99 / 1000, 10.0 / 1000, f"{g99 / b99:.1f}x bare indexed join"))
     rows.append(("  peer: bare join p50 / p99 (ms)", b50 / 1000, None, f"p99 {b99:.2f} ms"))
 
-    print(f"\nfoundation benchmark: {counts['socio_rows']:,} snapshots, {n_listings:,} listings, "
+    print(f"\nfoundation benchmark: {loaded['socio_rows']:,} snapshots, {loaded['listings']:,} listings, "
           f"{args.lookups} lookups; PostgreSQL {db.describe(engine).server_version}, {os.cpu_count()} cores\n")
     print(f"| {'step':<34} | {'measured':>10} | {'target':>8} | note")
     print(f"|{'-' * 36}|{'-' * 12}|{'-' * 10}|------")

@@ -41,6 +41,15 @@ def handwritten_map(skip: set[tuple[str, str]] = frozenset()) -> dict[tuple[str,
 
 def insert_model(conn, key: str, woe: dict, *, active: bool = False, base_logit: float = -0.4,
                  cuts: tuple[float, float] = (0.45, 0.6), thresholds=(-0.15, -0.05, 0.05, 0.15)) -> None:
+    """Register a hand-written model with final cuts and the final map ``woe``.
+
+    A fixture, not a promotion: it turns on the owner-only governance bypass of
+    sql/V0006__governance.sql (``woe.promoting``) for the rest of the caller's
+    transaction, so that ``active=True`` may write an active row without a
+    certification or a history row, and the test may switch ``is_active`` by hand
+    in the same transaction. Code under test promotes through woe_core.promote.
+    """
+    conn.execute(sa.text("SELECT set_config('woe.promoting', 'on', true)"))
     base_rate = 1.0 / (1.0 + math.exp(-base_logit))
     conn.execute(sa.text(
         "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "

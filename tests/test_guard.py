@@ -2,9 +2,9 @@
 
 import pytest
 import sqlalchemy as sa
-from modelkit import handwritten_map, insert_model
 from sqlalchemy.exc import DBAPIError
 
+from modelkit import handwritten_map, insert_model
 from woe_core import certify, score
 from woe_core.errors import CertificationRequired
 

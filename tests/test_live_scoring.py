@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from modelkit import BAND_COLUMNS, handwritten_map, insert_model, reference_bands, sigmoid
 
+from modelkit import BAND_COLUMNS, handwritten_map, insert_model, reference_bands, sigmoid
 from woe_core import score
 from woe_core.errors import InvalidParameter, NotFound
 

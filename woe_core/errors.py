@@ -41,3 +41,7 @@ class CertificationRequired(WoeError):
 
 class NotFound(WoeError):
     """A model, listing or dataset that was asked for does not exist."""
+
+
+class PromotionRefused(WoeError):
+    """The database refused a promotion, rollback or deletion that model governance forbids."""
