@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from common import fresh_engine, load_certified
 
+from common import fresh_engine, load_certified
 from woe_core import db, woe_math
-from woe_core.db import PROJECT_ROOT
 from woe_core.bands import BAND_NAMES
+from woe_core.db import PROJECT_ROOT
 
 CUTOFF = datetime(2026, 7, 1, tzinfo=UTC)
 K = 5

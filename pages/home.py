@@ -1,15 +1,18 @@
-"""Home: the database in use, the input data, its certification and the active model."""
+"""Home: active model, candidates, certification freshness, database in use."""
 
 import streamlit as st
 
-from woe_core.overview import overview
+from pages._ui import engine, reviewer
+from woe_core import overview, promote, registry
 
-info = overview(st.session_state["engine"])
+info = overview.overview(engine())
+who = reviewer()
 st.title("WOE anchor model — p_slow21")
 
 db_info = info.database
 where = "embedded PostgreSQL" if db_info.kind == "embedded" else f"server {db_info.location}"
-st.caption(f"Database: {where} · PostgreSQL {db_info.server_version}")
+mode = "local mode (no identity provider)" if who.mode == "local" else "signed in via OIDC"
+st.caption(f"Database: {where} · PostgreSQL {db_info.server_version} · Reviewer: {who.name or 'not signed in'}, {mode}")
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Snapshots", f"{info.snapshots:,}")
@@ -21,10 +24,27 @@ st.subheader("Input data certification")
 cert = info.certification
 if cert.fresh:
     hours = cert.age.total_seconds() / 3600
-    st.success(f"Certified {hours:.1f} h ago (limit 24 h) by {cert.latest.certified_by}: "
-               f"{cert.latest.row_count:,} rows, sha256 `{cert.latest.dataset_sha256}`")
+    text = (f"Certified {hours:.1f} h ago (limit 24 h) by {cert.latest.certified_by}: "
+            f"{cert.latest.row_count:,} rows, sha256 `{cert.latest.dataset_sha256}`")
+    (st.warning if hours >= 20 else st.success)(text + (" — renew soon." if hours >= 20 else ""))
 else:
-    st.error(f"Live scores are refused: {cert.reason}. Certify with `python -m woe_core certify`.")
+    st.error(f"Live scores are refused: {cert.reason}. Certify on the Certification page "
+             "or with `python -m woe_core certify`.")
 
 st.subheader("Active model")
-st.write(f"`{info.active_model}`" if info.active_model else "No model is active yet.")
+if info.active_model:
+    last = promote.history(engine(), limit=1)
+    since = last.iloc[0] if len(last) else None
+    detail = f" — active since {since['promoted_at']:%Y-%m-%d %H:%M UTC}, promoted by {since['actor']}" if since is not None else ""
+    st.markdown(f"**`{info.active_model}`**{detail}")
+else:
+    st.info("No model is active yet: train a candidate and promote it.")
+
+st.subheader("Candidates")
+models = registry.list_models(engine())
+candidates = models[~models["is_active"]]
+if candidates.empty:
+    st.write("No candidates.")
+else:
+    st.dataframe(candidates[["model_key", "created_at", "created_by", "train_cutoff_ts", "n_folds", "oof_auc",
+                             "eval_auc"]], hide_index=True)

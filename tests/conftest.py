@@ -123,3 +123,23 @@ def certified_engine(demo_engine):
     result = certify.certify(demo_engine, "test-certifier")
     assert result.passed, result.summary()
     return demo_engine
+
+
+@pytest.fixture
+def two_models(monkeypatch, certified_engine):
+    """A certified demo with two trained models (by alice, then bob); the first is active.
+
+    Also points the app at this database (WOE_DATABASE_URL) and names the local
+    reviewer (WOE_ACTOR=reviewer-1).
+    """
+    from datetime import UTC, datetime
+
+    from woe_core import promote, train
+
+    cutoff = datetime(2026, 8, 1, tzinfo=UTC)
+    first = train.train(certified_engine, train.TrainParams(cutoff, 60.0, 1.0, 3), "alice").model_key
+    second = train.train(certified_engine, train.TrainParams(cutoff, 120.0, 2.0, 4), "bob").model_key
+    promote.promote(certified_engine, first, "carol", "initial model")
+    monkeypatch.setenv("WOE_DATABASE_URL", certified_engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("WOE_ACTOR", "reviewer-1")
+    return certified_engine, first, second

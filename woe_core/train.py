@@ -222,6 +222,19 @@ SELECT r.listing_id, r.generation, r.t0, r.fold, r.is_train, r.y, p.base_logit +
 """
 
 
+def data_window(engine: Engine) -> tuple[datetime, datetime, datetime]:
+    """(oldest t0, newest t0, data end) of the certified entrypoint; the cutoff must lie in (oldest, newest]."""
+    with engine.connect() as conn:
+        return _data_range(conn)
+
+
+def default_cutoff(engine: Engine) -> datetime:
+    """A cutoff that leaves about a quarter of the time range to EVAL, on a whole day."""
+    t_min, t_max, _ = data_window(engine)
+    c = t_min + (t_max - t_min) * 0.75
+    return c.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def _data_range(conn: Connection) -> tuple[datetime, datetime, datetime]:
     row = conn.execute(sa.text(
         f"SELECT min(t0), max(t0), greatest(max(t0), max(sold_at)) FROM {ENTRYPOINT}")).one()

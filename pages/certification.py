@@ -1,0 +1,47 @@
+"""Certification: latest status, checks, history, certify now, and code hashes of every model."""
+
+import pandas as pd
+import streamlit as st
+
+from pages._ui import attempt, changed, engine, reviewer
+from woe_core import certify, registry, train
+
+st.title("Data certification")
+for dataset in certify.DATASETS:
+    st.subheader(dataset)
+    status = certify.status(engine(), dataset)
+    if status.latest is None:
+        st.error("Never certified: live scores and training are refused.")
+    else:
+        latest = status.latest
+        hours = status.age.total_seconds() / 3600
+        line = (f"#{latest.certification_id} by {latest.certified_by}, {hours:.1f} h ago · "
+                f"{latest.row_count or 0:,} rows · sha256 `{latest.dataset_sha256}`")
+        (st.success if status.fresh else st.error)(("Fresh: " if status.fresh else f"Refused ({status.reason}): ") + line)
+        st.dataframe(pd.DataFrame([c.__dict__ for c in latest.checks]), hide_index=True)
+    if st.button("Certify now", key=f"certify-{dataset}", type="primary"):
+        with st.spinner("Running checks and hashing…"):
+            result = attempt(lambda d=dataset: certify.certify(engine(), reviewer().name or "unknown", d))
+        if result is not None:
+            changed()
+            (st.success if result.passed else st.error)(result.summary())
+    with st.expander("History"):
+        rows = [{"id": c.certification_id, "certified_at": c.certified_at, "by": c.certified_by, "passed": c.passed,
+                 "rows": c.row_count, "sha256": c.dataset_sha256,
+                 "failed checks": ", ".join(f.name for f in c.failed_checks)} for c in certify.history(engine(), dataset)]
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+st.subheader("Training code of each model")
+current = train.code_sha256()
+st.caption(f"Current training code sha256 `{current}` (files: {', '.join(train.TRAINING_CODE_FILES)}).")
+models = registry.list_models(engine())
+if models.empty:
+    st.write("No models.")
+else:
+    table = models[["model_key", "is_active", "created_at", "code_sha256"]].assign(
+        same_code=models["code_sha256"] == current)
+    st.dataframe(table.style.apply(
+        lambda row: ["" if row["same_code"] else "background-color: #fff3cd" for _ in row], axis=1), hide_index=True)
+    other = int((~table["same_code"]).sum())
+    if other:
+        st.warning(f"{other} model(s) were trained by different code than the current one.")

@@ -1,0 +1,64 @@
+"""Train: set the hyperparameters, start a run, watch it, see the new candidate's metrics."""
+
+from datetime import UTC, datetime, time
+
+import streamlit as st
+
+from pages._ui import attempt, changed, engine, reviewer
+from woe_core import jobs, registry, train
+from woe_core.bands import DEFAULT_DSOLD_THRESHOLDS
+
+st.title("Train a candidate")
+t_min, t_max, data_end = train.data_window(engine())
+default = train.default_cutoff(engine())
+st.caption(f"Data: t0 from {t_min:%Y-%m-%d} to {t_max:%Y-%m-%d}; the cutoff must lie in between. "
+           "Training needs a certification younger than 24 h.")
+
+with st.form("train"):
+    c1, c2 = st.columns(2)
+    cutoff_day = c1.date_input("Cutoff (train_cutoff_ts, 00:00 UTC)", value=default.date(),
+                               min_value=t_min.date(), max_value=t_max.date(),
+                               help="TRAIN = snapshots before the cutoff, labelled as of it; EVAL = the rest")
+    half_life = c2.number_input("Half-life (days, > 0)", min_value=0.1, value=float(train.TrainParams.half_life_days),
+                                help="weight = 0.5 ** (days before the cutoff / half-life)")
+    eps = c1.number_input("eps (> 0, pseudo-count of weight)", min_value=0.0001, value=float(train.TrainParams.eps),
+                          format="%.4f")
+    folds = c2.number_input("Folds (2 to 50)", min_value=2, max_value=train.MAX_FOLDS,
+                            value=train.TrainParams.n_folds, step=1)
+    st.markdown("**dsold thresholds** (strictly increasing; bands of (price − 30-day sold median) / median)")
+    tcols = st.columns(4)
+    thresholds = tuple(col.number_input(f"t{i + 1}", value=float(v), step=0.01, format="%.3f")
+                       for i, (col, v) in enumerate(zip(tcols, DEFAULT_DSOLD_THRESHOLDS, strict=True)))
+    submitted = st.form_submit_button("Train candidate", type="primary")
+
+if submitted:
+    params = train.TrainParams(datetime.combine(cutoff_day, time(0), tzinfo=UTC), float(half_life), float(eps),
+                               int(folds), thresholds)
+    job = attempt(lambda: jobs.RUNNER.start(engine(), params, reviewer().name or "unknown"))
+    if job is not None:
+        st.session_state["train_job"] = job.job_id
+
+
+@st.fragment(run_every=1.0)
+def show_job() -> None:
+    job_id = st.session_state.get("train_job")
+    job = jobs.RUNNER.get(job_id) if job_id else None
+    if job is None:
+        return
+    if job.status == "running":
+        st.progress(job.fraction, text=f"Run #{job.job_id}: {job.step}…")
+        return
+    if job.status == "failed":
+        st.error(f"Run #{job.job_id} failed: {job.error}")
+        return
+    if st.session_state.get("train_seen") != job.job_id:
+        st.session_state["train_seen"] = job.job_id
+        changed()
+    st.success(f"Run #{job.job_id} done: {job.summary}")
+    active = registry.active_model_key(engine())
+    models = ",".join(k for k in (active, job.model_key) if k)
+    st.page_link("pages/compare.py", label="Compare with the active model", query_params={"models": models})
+    st.page_link("pages/promote.py", label="Promote this candidate", query_params={"model": job.model_key})
+
+
+show_job()
