@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from . import bootstrap, certify, db, demo, migrations, registry, score, train
+from . import bootstrap, certify, db, demo, migrations, promote, registry, score, train
 from .bands import DEFAULT_DSOLD_THRESHOLDS
 from .errors import WoeError
 from .identity import local_actor
@@ -113,6 +113,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    failed = [c for c in promote.preflight(engine, args.model_key) if not c.passed]
+    for check in failed:
+        print(f"  FAIL {check.name}: {check.detail}", file=sys.stderr)
+    promotion_id = promote.promote(engine, args.model_key, args.actor or local_actor(), args.reason)
+    print(f"promoted {args.model_key} (history #{promotion_id})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    key = promote.rollback(_engine(args), args.actor or local_actor(), args.reason)
+    print(f"rolled back: {key} is active again")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    history = promote.history(_engine(args), limit=args.limit)
+    print(history.to_string(index=False) if len(history) else "no promotion recorded")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    promote.delete_candidate(_engine(args), args.model_key)
+    print(f"deleted candidate {args.model_key} and all its artifacts")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m woe_core", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=None,
@@ -142,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
                    default=list(DEFAULT_DSOLD_THRESHOLDS), help="strictly increasing")
     p.add_argument("--actor", default=None, help="who trains (default: WOE_ACTOR or the OS user)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("promote", help="make a candidate the active model (atomic, recorded with a reason)")
+    p.add_argument("model_key")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--actor", default=None, help="who promotes (default: WOE_ACTOR or the OS user)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="promote the model that was active before the current one")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--actor", default=None)
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("history", help="promotion history, newest first")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("delete", help="delete a never-promoted candidate and all its artifacts")
+    p.add_argument("model_key")
+    p.set_defaults(func=cmd_delete)
 
     sub.add_parser("status", help="database, data, certification and active model").set_defaults(func=cmd_status)
     sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)

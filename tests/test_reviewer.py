@@ -1,0 +1,60 @@
+"""Reviewer identity and the app-level promotion checks (the database applies its own as well)."""
+
+import pytest
+
+from woe_core import registry, reviewer
+from woe_core.errors import PromotionRefused
+
+LOGIN = reviewer.Settings(login_configured=True, promoters=("pat@example.com",), four_eyes=False)
+
+
+@pytest.mark.parametrize(
+    ("env", "secrets", "login", "expected"),
+    [({}, None, False, reviewer.Settings(False, (), False)),
+     ({"WOE_PROMOTERS": "A@x.com, b@x.com", "WOE_FOUR_EYES": "yes"}, None, True,
+      reviewer.Settings(True, ("a@x.com", "b@x.com"), True)),
+     ({"WOE_PROMOTERS": "env@x.com"}, {"WOE_PROMOTERS": ["Sec@x.com"], "WOE_FOUR_EYES": "0"}, True,
+      reviewer.Settings(True, ("sec@x.com",), False))],
+)
+def test_settings_come_from_secrets_then_environment(env, secrets, login, expected):
+    assert reviewer.settings_from(env, secrets, login) == expected
+
+
+def test_local_mode_acts_as_the_local_actor(monkeypatch):
+    monkeypatch.setenv("WOE_ACTOR", "dana")
+    who = reviewer.reviewer_from(None, reviewer.Settings(False, (), False))
+    assert (who.name, who.mode, who.can_promote) == ("dana", "local", True)
+
+
+@pytest.mark.parametrize(
+    ("user", "name", "can", "why"),
+    [(None, None, False, "sign in"), ({"is_logged_in": False}, None, False, "sign in"),
+     ({"is_logged_in": True, "email": "Pat@Example.com"}, "Pat@Example.com", True, ""),
+     ({"is_logged_in": True, "email": "eve@example.com"}, "eve@example.com", False, "not in the configured promoters"),
+     ({"is_logged_in": True}, None, False, "no email or name")],
+)
+def test_signed_in_users_promote_only_when_listed(user, name, can, why):
+    who = reviewer.reviewer_from(user, LOGIN)
+    assert (who.name, who.can_promote) == (name, can) and why in who.why_not
+
+
+def test_refused_reviewer_changes_nothing(two_models):
+    engine, first, second = two_models
+    eve = reviewer.reviewer_from({"is_logged_in": True, "email": "eve@example.com"}, LOGIN)
+    with pytest.raises(PromotionRefused, match="eve@example.com is not in the configured promoters list"):
+        reviewer.promote_as(engine, eve, LOGIN, second, "looks good")
+    with pytest.raises(PromotionRefused, match="rollback refused"):
+        reviewer.rollback_as(engine, eve, "undo")
+    assert registry.active_model_key(engine) == first
+
+
+def test_four_eyes_rule(two_models):
+    engine, first, second = two_models  # second was trained by "bob"
+    rules = reviewer.Settings(True, ("bob", "pat@example.com"), four_eyes=True)
+    bob = reviewer.reviewer_from({"is_logged_in": True, "name": "bob"}, rules)
+    with pytest.raises(PromotionRefused, match="four-eyes rule: bob trained it"):
+        reviewer.promote_as(engine, bob, rules, second, "my own model")
+    assert registry.active_model_key(engine) == first
+    pat = reviewer.reviewer_from({"is_logged_in": True, "email": "pat@example.com"}, rules)
+    reviewer.promote_as(engine, pat, rules, second, "reviewed by someone else")
+    assert registry.active_model_key(engine) == second
