@@ -40,6 +40,7 @@ from . import metrics as M
 from . import woe_math
 from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
 from .certify import ENTRYPOINT, MAX_AGE
+from .contract import SOCIO_STORE
 from .db import PROJECT_ROOT, fetch_arrays, woe_errors
 from .errors import InvalidParameter, WoeError
 from .identity import require_actor
@@ -236,8 +237,10 @@ def default_cutoff(engine: Engine) -> datetime:
 
 
 def _data_range(conn: Connection) -> tuple[datetime, datetime, datetime]:
+    # The entrypoint has exactly the socio-market store's rows (certification checks
+    # the key is unique), so its time range is read there, without the image join.
     row = conn.execute(sa.text(
-        f"SELECT min(t0), max(t0), greatest(max(t0), max(sold_at)) FROM {ENTRYPOINT}")).one()
+        f"SELECT min(t0), max(t0), greatest(max(t0), max(sold_at)) FROM {SOCIO_STORE}")).one()
     if row[0] is None:
         raise TrainingError(f"{ENTRYPOINT} has no rows: load data and certify it first")
     return row[0], row[1], row[2]
