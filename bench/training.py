@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import statistics
 import subprocess
@@ -37,6 +38,8 @@ EPS = 1.0
 
 def banded_train_rows(engine, model_key: str) -> dict[str, np.ndarray]:
     """The TRAIN rows of ``model_key`` with their final-model band slots, fold, label and weight."""
+    if not re.fullmatch(r"tom_aft_v1_[0-9]{8}_[0-9]{6}(_[0-9]{1,3})?", model_key):
+        raise SystemExit(f"unexpected model key {model_key!r} from the CLI")  # COPY takes no parameters
     slot_cols = ", ".join(
         f"ml.woe_slot_{name}(b.{col})::int2 AS s_{name}" for name, col in [
             ("dsold", "dsold_band"), ("trust", "trust_tier"), ("ship", "ship_band"), ("sale", "sale_band"),

@@ -20,8 +20,11 @@ for dataset in certify.DATASETS:
         (st.success if status.fresh else st.error)(("Fresh: " if status.fresh else f"Refused ({status.reason}): ") + line)
         st.dataframe(pd.DataFrame([c.__dict__ for c in latest.checks]), hide_index=True)
     if st.button("Certify now", key=f"certify-{dataset}", type="primary"):
+        who = reviewer().name
+        if not who:
+            st.error("Sign in to certify: every certification records who ran it.")
         with st.spinner("Running checks and hashing…"):
-            result = attempt(lambda d=dataset: certify.certify(engine(), reviewer().name or "unknown", d))
+            result = attempt(lambda d=dataset, w=who: certify.certify(engine(), w, d)) if who else None
         if result is not None:
             changed()
             (st.success if result.passed else st.error)(result.summary())

@@ -34,16 +34,15 @@ st.dataframe(summary[["model_key", "is_active", "train_cutoff_ts", "half_life_da
 
 st.subheader("WOE by band")
 tables = compare.woe_tables(engine(), chosen)
-for band in BAND_NAMES:
-    part = tables[tables["band_name"] == band].drop(columns="band_name")
-    with st.expander(f"{band}", expanded=band == BAND_NAMES[0]):
-        st.dataframe(part, hide_index=True)
-        long = part.melt(id_vars="band_value", value_vars=[f"woe[{k}]" for k in chosen], var_name="model",
-                         value_name="woe").dropna()
-        long["model"] = long["model"].str[4:-1]
-        st.altair_chart(alt.Chart(long).mark_bar().encode(
-            x=alt.X("woe:Q"), y=alt.Y("band_value:N", sort=None), yOffset="model:N", color="model:N",
-            tooltip=["model", "band_value", alt.Tooltip("woe:Q", format="+.3f")]), width="stretch")
+band = st.radio("Band", BAND_NAMES, horizontal=True, key="band")
+part = tables[tables["band_name"] == band].drop(columns="band_name")
+st.dataframe(part, hide_index=True)
+long = part.melt(id_vars="band_value", value_vars=[f"woe[{k}]" for k in chosen], var_name="model",
+                 value_name="woe").dropna()
+long["model"] = long["model"].str[4:-1]
+st.altair_chart(alt.Chart(long).mark_bar().encode(
+    x=alt.X("woe:Q"), y=alt.Y("band_value:N", sort=None), yOffset="model:N", color="model:N",
+    tooltip=["model", "band_value", alt.Tooltip("woe:Q", format="+.3f")]), width="stretch")
 
 c1, c2 = st.columns(2)
 c1.subheader("Information value")

@@ -39,18 +39,17 @@ def waterfall(parts: pd.DataFrame, base: float) -> alt.Chart:
         tooltip=["step", "value", alt.Tooltip("woe:Q", format="+.4f"), alt.Tooltip("end:Q", format="+.4f")])
 
 
-def show(frame: pd.DataFrame, title: str, column) -> None:
+def show(row: dict, title: str, column) -> None:
     column.subheader(title)
-    for row in frame.to_dict("records"):
-        parts = score.contributions(row)
-        column.markdown(f"**t0 {row['t0']:%Y-%m-%d %H:%M}** · model `{row['model_key']}`")
-        m1, m2 = column.columns(2)
-        m1.metric("p_slow21", f"{row['woe_anchor_p_slow21']:.4f}")
-        m2.metric("woe_logit", f"{row['woe_logit']:+.4f}")
-        column.altair_chart(waterfall(parts, row["base_logit"]), width="stretch")
-        column.dataframe(parts, hide_index=True)
-        if row["unmapped_bands"]:
-            column.caption("Unmapped (contribute 0): " + ", ".join(row["unmapped_bands"]))
+    parts = score.contributions(row)
+    column.markdown(f"model `{row['model_key']}`")
+    m1, m2 = column.columns(2)
+    m1.metric("p_slow21", f"{row['woe_anchor_p_slow21']:.4f}")
+    m2.metric("woe_logit", f"{row['woe_logit']:+.4f}")
+    column.altair_chart(waterfall(parts, row["base_logit"]), width="stretch")
+    column.dataframe(parts, hide_index=True)
+    if row["unmapped_bands"]:
+        column.caption("Unmapped (contribute 0): " + ", ".join(row["unmapped_bands"]))
 
 
 try:
@@ -69,7 +68,13 @@ except WoeError as exc:
 if live.empty:
     st.warning(f"Listing {int(listing_id)} has no snapshot in the feature store.")
     st.stop()
+
+st.subheader(f"Snapshots of listing {int(listing_id)}")
+st.dataframe(live[["t0", "generation", "woe_anchor_p_slow21", "woe_logit", "unmapped_bands"]], hide_index=True)
+labels = [f"{t:%Y-%m-%d %H:%M:%S}" for t in live["t0"]]
+chosen = st.selectbox("Explain the snapshot at t0", labels, index=len(labels) - 1)
+i = labels.index(chosen)
 cols = st.columns(2) if cand is not None else [st.container()]
-show(live, "Active model", cols[0])
+show(live.iloc[i].to_dict(), "Active model", cols[0])
 if cand is not None:
-    show(cand, "Candidate", cols[1])
+    show(cand.iloc[i].to_dict(), "Candidate", cols[1])

@@ -9,8 +9,11 @@ from woe_core import jobs, registry, train
 from woe_core.bands import DEFAULT_DSOLD_THRESHOLDS
 
 st.title("Train a candidate")
-t_min, t_max, data_end = train.data_window(engine())
-default = train.default_cutoff(engine())
+window = attempt(lambda: train.data_window(engine()))
+if window is None:
+    st.stop()
+t_min, t_max, data_end = window
+default = train.default_cutoff(t_min, t_max)
 st.caption(f"Data: t0 from {t_min:%Y-%m-%d} to {t_max:%Y-%m-%d}; the cutoff must lie in between. "
            "Training needs a certification younger than 24 h.")
 
@@ -34,7 +37,10 @@ with st.form("train"):
 if submitted:
     params = train.TrainParams(datetime.combine(cutoff_day, time(0), tzinfo=UTC), float(half_life), float(eps),
                                int(folds), thresholds)
-    job = attempt(lambda: jobs.RUNNER.start(engine(), params, reviewer().name or "unknown"))
+    who = reviewer()
+    job = attempt(lambda: jobs.RUNNER.start(engine(), params, who.name)) if who.name else None
+    if not who.name:
+        st.error("Sign in to train: every model records who trained it.")
     if job is not None:
         st.session_state["train_job"] = job.job_id
 

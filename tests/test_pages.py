@@ -61,15 +61,15 @@ def test_compare_lists_both_models_woe_for_every_band(two_models):
     engine, first, second = two_models
     at = _page("compare", {"models": f"{first},{second}"})
     assert at.multiselect[0].value == [first, second]
-    metrics, *woe_tables = [d.value for d in at.dataframe]
-    assert list(metrics["model_key"]) == [first, second]
-    band_tables = woe_tables[:10]
+    assert list(at.dataframe[0].value["model_key"]) == [first, second]
     with engine.connect() as conn:
         stored = {(k, b, v): w for k, b, v, w in conn.execute(sa.text(
             "SELECT model_key, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE fold_id IS NULL"))}
     seen = 0
-    for table, band in zip(band_tables, ["dsold", "trust", "ship", "sale", "cond", "dmg", "bat", "present", "vdmg",
-                                         "acc"], strict=True):
+    for band in ["dsold", "trust", "ship", "sale", "cond", "dmg", "bat", "present", "vdmg", "acc"]:
+        at.radio(key="band").set_value(band).run()
+        assert not at.exception
+        table = at.dataframe[1].value
         for row in table.to_dict("records"):
             for key in (first, second):
                 if (key, band, row["band_value"]) in stored:
@@ -121,16 +121,20 @@ def test_promote_without_a_reason_changes_nothing(two_models):
 def test_lookup_contributions_add_up_to_the_shown_logit(two_models):
     engine, first, second = two_models
     with engine.connect() as conn:
-        listing = conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one()
+        listing = conn.execute(sa.text(
+            "SELECT listing_id FROM ml.socio_market_snapshots GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1"
+        )).scalar_one()
     at = _page("lookup", {"listing": str(listing), "model": second})
-    expected = score.lookup(engine, int(listing))
-    logits = [m.value for m in at.metric if m.label == "woe_logit"]
+    live = score.lookup(engine, int(listing))
     candidate = score.lookup(engine, int(listing), model_key=second)
-    assert logits == [f"{v:+.4f}" for v in list(expected["woe_logit"]) + list(candidate["woe_logit"])]
-    parts = at.dataframe[0].value
-    assert parts["logit_after"].iloc[-1] == pytest.approx(expected.iloc[0]["woe_logit"])
-    assert expected.iloc[0]["base_logit"] + parts["woe"].sum() == pytest.approx(expected.iloc[0]["woe_logit"])
-    assert len(at.dataframe) == 2 * len(expected)  # active and candidate side by side
+    assert len(at.dataframe[0].value) == len(live) > 1  # every snapshot listed
+    for i in range(len(live)):
+        at.selectbox[1].set_value(at.selectbox[1].options[i]).run()
+        logits = [m.value for m in at.metric if m.label == "woe_logit"]
+        assert logits == [f"{live.iloc[i]['woe_logit']:+.4f}", f"{candidate.iloc[i]['woe_logit']:+.4f}"]
+        parts = at.dataframe[1].value
+        assert parts["logit_after"].iloc[-1] == pytest.approx(live.iloc[i]["woe_logit"])
+        assert live.iloc[i]["base_logit"] + parts["woe"].sum() == pytest.approx(live.iloc[i]["woe_logit"])
 
 
 def test_stale_certification_makes_lookup_refuse_without_numbers(two_models):

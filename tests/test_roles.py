@@ -190,7 +190,8 @@ def test_a_promoter_still_needs_fresh_certification(demo_engine, login):
 
 def test_trainer_trains_promoter_promotes_reader_reads(certified_engine, login):
     trainer, promoter, reader = login("woe_trainer"), login("woe_promoter"), login("woe_reader")
-    key = train.train(trainer, train.TrainParams(train.default_cutoff(trainer)), "trainer-bot").model_key
+    key = train.train(trainer, train.TrainParams(train.default_cutoff(*train.data_window(trainer)[:2])),
+                      "trainer-bot").model_key
     assert all(c.passed for c in promote.preflight(promoter, key))
     promote.promote(promoter, key, "dana", "first trained model")
     snapshots = scalar(certified_engine, "SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")

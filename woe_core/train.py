@@ -229,10 +229,9 @@ def data_window(engine: Engine) -> tuple[datetime, datetime, datetime]:
         return _data_range(conn)
 
 
-def default_cutoff(engine: Engine) -> datetime:
-    """A cutoff that leaves about a quarter of the time range to EVAL, on a whole day."""
-    t_min, t_max, _ = data_window(engine)
-    c = t_min + (t_max - t_min) * 0.75
+def default_cutoff(t_min: datetime, t_max: datetime) -> datetime:
+    """A cutoff that leaves about a quarter of the time range to EVAL, on a whole day (UTC)."""
+    c = (t_min + (t_max - t_min) * 0.75).astimezone(UTC)
     return c.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
