@@ -44,11 +44,10 @@ st.altair_chart(alt.Chart(long).mark_bar().encode(
     x=alt.X("woe:Q"), y=alt.Y("band_value:N", sort=None), yOffset="model:N", color="model:N",
     tooltip=["model", "band_value", alt.Tooltip("woe:Q", format="+.3f")]), width="stretch")
 
-c1, c2 = st.columns(2)
-c1.subheader("Information value")
-c1.dataframe(compare.per_band(engine(), chosen, "information_value"), hide_index=True)
-c2.subheader("PSI, TRAIN vs EVAL")
-c2.dataframe(compare.per_band(engine(), chosen, "psi"), hide_index=True)
+st.subheader("Information value and PSI (TRAIN vs EVAL) per band")
+iv = compare.per_band(engine(), chosen, "information_value").set_index("band_name").add_prefix("IV ")
+psi = compare.per_band(engine(), chosen, "psi").set_index("band_name").add_prefix("PSI ")
+st.dataframe(iv.join(psi).reset_index())
 
 st.subheader("Calibration (EVAL, deciles of predicted p)")
 cal = compare.calibration(engine(), chosen, "eval")
@@ -70,5 +69,5 @@ flagged = int(stability["flagged"].sum()) if not stability.empty else 0
 st.caption(f"WOE of each fold model per band value; {flagged} value(s) flagged "
            f"(sign flips between folds, or spread > {compare.SPREAD_FLAG}).")
 if not stability.empty:
-    st.dataframe(stability.style.apply(
-        lambda row: ["background-color: #fde2e1" if row["flagged"] else "" for _ in row], axis=1), hide_index=True)
+    # Flagged values first; the "flagged" column says why (sign flip or spread).
+    st.dataframe(stability.sort_values(["flagged", "spread"], ascending=[False, False]), hide_index=True)
