@@ -147,6 +147,13 @@ _LABEL = """CASE WHEN b.sold_at IS NOT NULL AND b.sold_at <= b.t0 + interval '21
                  WHEN b.t0 + interval '21 days' <= {asof}
                       AND (b.sold_at IS NULL OR b.sold_at > b.t0 + interval '21 days') THEN 1 END"""
 
+# Band columns other than the presentation band, which depends on each model's cuts.
+_FIXED_BANDS = [(name, col) for name, col, _ in BANDS if name != "present"]
+
+# Each fixed band is kept as its slot in ml.woe_anchor_band_values_v1 (a smallint,
+# from the same SQL banding), which groups and indexes faster than text.
+_SLOTS = ",\n           ".join(f"ml.woe_slot_{name}(b.{col})::smallint AS s_{name}" for name, col in _FIXED_BANDS)
+
 _BUILD_ROWS = f"""
 CREATE TEMP TABLE _woe_rows ON COMMIT DROP AS
 SELECT * FROM (
@@ -158,16 +165,12 @@ SELECT * FROM (
            CASE WHEN b.t0 < :cutoff
                 THEN power(0.5, (date_part('epoch', CAST(:cutoff AS timestamptz)) - date_part('epoch', b.t0)) / 86400.0 / :h)
                 ELSE 1.0 END AS w,
-           b.dsold_band, b.trust_tier, b.ship_band, b.sale_band, b.cond_band, b.dmg_ai_band, b.bat_band,
-           b.presentation_score, b.vdmg_band, b.accessories_band
+           {_SLOTS},
+           b.presentation_score
       FROM ml.woe_anchor_bands_v1(:t1, :t2, :t3, :t4, 0, 0) AS b
 ) AS labelled
 WHERE y IS NOT NULL
 """
-
-# Band columns other than the presentation band, which depends on each model's cuts.
-_FIXED_BANDS = [(name, col) for name, col, _ in BANDS if name != "present"]
-
 
 def _cuts_sql(k: int) -> str:
     q = "percentile_cont(ARRAY[1::float8 / 3, 2::float8 / 3]) WITHIN GROUP (ORDER BY presentation_score)"
@@ -187,15 +190,15 @@ def _sums_sql() -> str:
     cut), and each bucket is then banded for each model by ``ml.woe_band_present``
     applied to the bucket's lower bound (-Infinity for the first bucket).
     """
-    sets = ", ".join(f"(is_train, fold, {col})" for _, col in _FIXED_BANDS)
-    which = "CASE " + " ".join(
-        f"WHEN GROUPING({col}) = 0 THEN '{name}'" for name, col in _FIXED_BANDS) + " END"
-    value = "COALESCE(" + ", ".join(col for _, col in _FIXED_BANDS) + ")"
+    slots = ", ".join(f"s_{name}" for name, _ in _FIXED_BANDS)
+    sets = ", ".join(f"(is_train, fold, s_{name})" for name, _ in _FIXED_BANDS)
     agg = ("sum(w) FILTER (WHERE y = 1) AS w1, sum(w) FILTER (WHERE y = 0) AS w0, "
            "count(*) FILTER (WHERE y = 1) AS n1, count(*) FILTER (WHERE y = 0) AS n0")
     return f"""
-SELECT is_train, fold, NULL::integer AS model, {which} AS band_name, {value} AS band_value, {agg}
-  FROM _woe_rows GROUP BY GROUPING SETS ({sets})
+SELECT g.is_train, g.fold, NULL::integer AS model, v.band_name, v.band_value, g.w1, g.w0, g.n1, g.n0
+  FROM (SELECT is_train, fold, COALESCE({slots}) AS slot, {agg}
+          FROM _woe_rows GROUP BY GROUPING SETS ({sets})) AS g
+  JOIN ml.woe_anchor_band_values_v1 AS v ON v.band_schema_version = :v AND v.slot = g.slot
 UNION ALL
 SELECT b.is_train, b.fold, c.model, 'present',
        ml.woe_band_present(CASE WHEN b.bucket = 0 THEN '-Infinity'::float8 ELSE bounds.b[b.bucket] END, c.c1, c.c2),
@@ -212,8 +215,7 @@ SELECT b.is_train, b.fold, c.model, 'present',
 
 
 def _score_sql() -> str:
-    terms = " + ".join(
-        f"coalesce(p.woe[ml.woe_slot_{name}(r.{col})], 0)" for name, col in _FIXED_BANDS)
+    terms = " + ".join(f"coalesce(p.woe[r.s_{name}], 0)" for name, _ in _FIXED_BANDS)
     terms += " + coalesce(p.woe[ml.woe_slot_present(ml.woe_band_present(r.presentation_score, p.c1, p.c2))], 0)"
     return f"""
 CREATE TEMP TABLE _woe_scored ON COMMIT DROP AS
@@ -283,7 +285,7 @@ def train(engine: Engine, params: TrainParams, actor: str, progress: Progress | 
         cuts = _learn_cuts(conn, k)
         t = _step(progress, timings, "learn presentation cuts", 0.4, t)
 
-        sums = pd.DataFrame(conn.execute(sa.text(_sums_sql()), {"k": k}).mappings().all())
+        sums = pd.DataFrame(conn.execute(sa.text(_sums_sql()), {"k": k, "v": BAND_SCHEMA_VERSION}).mappings().all())
         fitted = woe_math.fit(*woe_math.dense_sums(_expand_models(sums[sums["is_train"]], k), k), p.eps)
         bases, maps = fitted.bases(), fitted.maps()
         t = _step(progress, timings, "aggregate and fit WOE", 0.6, t)
@@ -309,17 +311,22 @@ def _check_rows(conn: Connection, k: int) -> dict:
         "SELECT count(*) FILTER (WHERE is_train) AS train_rows, count(*) FILTER (WHERE NOT is_train) AS eval_rows, "
         "coalesce(sum(w) FILTER (WHERE is_train), 0) AS train_weight, "
         "coalesce(sum(w) FILTER (WHERE NOT is_train), 0) AS eval_weight, "
-        "count(*) FILTER (WHERE is_train AND y = 1) AS train_pos, count(*) FILTER (WHERE is_train AND y = 0) AS train_neg, "
-        "count(DISTINCT listing_id) FILTER (WHERE is_train) AS train_listings FROM _woe_rows")).mappings().one()
+        "count(*) FILTER (WHERE is_train AND y = 1) AS train_pos, count(*) FILTER (WHERE is_train AND y = 0) AS train_neg "
+        "FROM _woe_rows")).mappings().one()
     counts = {key: (float(v) if "weight" in key else int(v)) for key, v in c.items()}
     if counts["train_rows"] == 0:
         raise TrainingError("no TRAIN row is resolved at this cutoff: choose a later train_cutoff_ts")
     if counts["train_pos"] == 0 or counts["train_neg"] == 0:
         only = "slow21 = 1" if counts["train_neg"] == 0 else "slow21 = 0"
         raise TrainingError(f"every TRAIN row has {only}: WOE needs both classes; choose another cutoff")
-    if counts["train_listings"] < k:
-        raise InvalidParameter(f"n_folds must be at most the number of TRAIN listings "
-                               f"({counts['train_listings']}), got {k}")
+    # All snapshots of a listing share a fold, so K non-empty folds prove >= K listings;
+    # only otherwise are the listings counted (a sort over every TRAIN row).
+    folds = conn.execute(sa.text("SELECT count(*) FROM (SELECT DISTINCT fold FROM _woe_rows WHERE is_train) AS f")
+                         ).scalar_one()
+    if folds < k:
+        listings = conn.execute(sa.text("SELECT count(DISTINCT listing_id) FROM _woe_rows WHERE is_train")).scalar_one()
+        if listings < k:
+            raise InvalidParameter(f"n_folds must be at most the number of TRAIN listings ({listings}), got {k}")
     return counts
 
 
@@ -443,5 +450,5 @@ def _write_scores(conn: Connection, key: str) -> int:
     conn.execute(sa.text(
         f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
         "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
-        "FROM _woe_scored WHERE is_train ORDER BY generation, listing_id, t0"), {"key": key})
+        "FROM _woe_scored WHERE is_train"), {"key": key})
     return conn.execute(sa.text("SELECT ml.woe_anchor_scores_attach_v1(:key)"), {"key": key}).scalar_one()
