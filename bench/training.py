@@ -183,6 +183,7 @@ def main() -> int:
     print(f"| wall time (child process) | {wall:.2f} s | ≤ 10 s |")
     print(f"| peak RSS of the Python process | {peak_mb:.0f} MB | ≤ 1024 MB |")
     print(f"\nsteps (from the CLI's progress lines):\n{done.stderr.strip()}\n")
+    print(f"summary: {done.stdout.splitlines()[0]}\n")
     print("| WOE fit + 5-fold OOF on the same banded rows in memory | median | × numpy |")
     print("|---|---|---|")
     for name, seconds, ratio in results:

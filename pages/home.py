@@ -5,7 +5,14 @@ import streamlit as st
 from pages._ui import engine, reviewer
 from woe_core import overview, promote, registry
 
-info = overview.overview(engine())
+
+@st.cache_data(ttl=30, show_spinner=False)
+def cached_counts(url: str) -> overview.DataCounts:
+    """The feature-store counts scan every row; keep them 30 s (writes in the app clear the cache)."""
+    return overview.data_counts(engine())
+
+
+info = overview.overview(engine(), cached_counts(engine().url.render_as_string(hide_password=True)))
 who = reviewer()
 st.title("WOE anchor model — p_slow21")
 
@@ -15,10 +22,11 @@ mode = "local mode (no identity provider)" if who.mode == "local" else "signed i
 st.caption(f"Database: {where} · PostgreSQL {db_info.server_version} · Reviewer: {who.name or 'not signed in'}, {mode}")
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Snapshots", f"{info.snapshots:,}")
-c2.metric("Listings", f"{info.listings:,}")
-c3.metric("Image rows", f"{info.image_rows:,}")
+c1.metric("Snapshots", f"{info.counts.snapshots:,}")
+c2.metric("Listings", f"{info.counts.listings:,}")
+c3.metric("Image rows", f"{info.counts.image_rows:,}")
 c4.metric("Models", f"{info.models:,}")
+st.caption(f"Row counts as of {info.counts.counted_at:%H:%M:%S} UTC (kept for 30 s).")
 
 st.subheader("Input data certification")
 cert = info.certification

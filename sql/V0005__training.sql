@@ -57,3 +57,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION ml.woe_anchor_scores_attach_v1(text) IS
     'Indexes and attaches a staged score table as the model''s partition of ml.woe_anchor_scores_v1; returns its row count.';
+
+-- Only trainers stage and attach score tables (granted to woe_trainer in V0006).
+REVOKE EXECUTE ON FUNCTION ml.woe_anchor_scores_stage_v1(text), ml.woe_anchor_scores_attach_v1(text) FROM PUBLIC;

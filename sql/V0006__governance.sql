@@ -452,7 +452,8 @@ BEGIN
             ml.woe_anchor_bands_v1(double precision, double precision, double precision, double precision,
                                    double precision, double precision),
             audit.require_certified_strict(text, interval),
-            ml.delete_woe_anchor_model(text)
+            ml.delete_woe_anchor_model(text),
+            ml.woe_anchor_scores_stage_v1(text), ml.woe_anchor_scores_attach_v1(text)
             TO woe_trainer;
         granted := granted || 'woe_trainer'::text;
     END IF;
