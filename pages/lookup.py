@@ -9,9 +9,13 @@ from woe_core import registry, score
 from woe_core.errors import CertificationRequired, WoeError
 
 st.title("Score lookup")
+raw = st.query_params.get("listing", "0")
 try:
-    initial = int(st.query_params.get("listing", "0"))
+    initial = int(raw)
 except ValueError:
+    initial = -1
+if not 0 <= initial <= 2**53 - 1:
+    st.warning(f"listing {raw!r} in the link is not a valid listing id (a positive integer)")
     initial = 0
 c1, c2 = st.columns([1, 2])
 listing_id = c1.number_input("Listing id", min_value=0, value=initial, step=1)

@@ -5,7 +5,7 @@
 CREATE TABLE audit.dataset_certifications (
     certification_id  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     dataset           text NOT NULL,
-    certified_at      timestamptz NOT NULL DEFAULT now(),
+    certified_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     certified_by      text NOT NULL CHECK (certified_by <> ''),
     db_user           text NOT NULL DEFAULT session_user,
     passed            boolean NOT NULL,
@@ -36,6 +36,10 @@ CREATE TRIGGER dataset_certifications_append_only
 -- When the data behind a certified dataset changes, its certification no longer
 -- describes it. Statement-level triggers on the base tables record the time of the
 -- last change (one row per dataset, so the guard stays a single index lookup).
+-- Both this time and certified_at are clock times taken when the row is written:
+-- a certification holds audit.lock_dataset_sources while it reads and records, so
+-- every write either finished before it (earlier clock time) or is made after it
+-- (later clock time), whatever the transactions' start times.
 CREATE TABLE audit.dataset_changes (
     dataset     text PRIMARY KEY,
     changed_at  timestamptz NOT NULL
@@ -47,7 +51,7 @@ CREATE FUNCTION audit.note_dataset_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO audit.dataset_changes AS c (dataset, changed_at)
-    VALUES (TG_ARGV[0], now())
+    VALUES (TG_ARGV[0], clock_timestamp())
     ON CONFLICT (dataset) DO UPDATE SET changed_at = greatest(c.changed_at, excluded.changed_at);
     RETURN NULL;
 END $$;
@@ -58,6 +62,42 @@ CREATE TRIGGER socio_market_snapshots_changed
 CREATE TRIGGER iphone_image_features_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ml.iphone_image_features
     FOR EACH STATEMENT EXECUTE FUNCTION audit.note_dataset_change('ml.woe_anchor_feature_store_t0_v1_v');
+
+-- Waits for in-flight writers of every table a dataset reads (found through the
+-- views' rewrite dependencies, so it works for the customer's own views too) and
+-- keeps new writers out until the calling transaction ends. Certification calls it
+-- first, so what it checks, hashes and records is exactly the committed data.
+CREATE FUNCTION audit.lock_dataset_sources(p_dataset text)
+RETURNS text[]
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel    regclass := to_regclass(p_dataset);
+    tables text[];
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'dataset % does not exist', quote_literal(p_dataset) USING ERRCODE = 'undefined_table';
+    END IF;
+    WITH RECURSIVE deps(oid) AS (
+        SELECT rel::oid
+        UNION
+        SELECT d.refobjid
+          FROM deps
+          JOIN pg_rewrite AS r ON r.ev_class = deps.oid
+          JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                             AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> deps.oid
+    )
+    SELECT array_agg(c.oid::regclass::text ORDER BY c.oid) INTO tables
+      FROM deps JOIN pg_class AS c ON c.oid = deps.oid
+     WHERE c.relkind IN ('r', 'p');
+    IF tables IS NOT NULL THEN
+        EXECUTE 'LOCK TABLE ' || array_to_string(tables, ', ') || ' IN SHARE MODE';
+    END IF;
+    RETURN coalesce(tables, '{}');
+END $$;
+REVOKE EXECUTE ON FUNCTION audit.lock_dataset_sources(text) FROM PUBLIC;
+COMMENT ON FUNCTION audit.lock_dataset_sources(text) IS
+    'Locks every base table behind a dataset IN SHARE MODE (waits for writers, blocks new ones) until commit.';
 
 -- Deterministic SHA-256 of a dataset's rows.
 --

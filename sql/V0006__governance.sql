@@ -173,6 +173,23 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Train a new candidate instead; promoted models stay as they were promoted.';
     END IF;
+    -- A model's cuts and map are written in the transaction that registers it
+    -- (as training does). Adding rows to a model registered earlier is refused:
+    -- otherwise a row inserted by a transaction still open while the model is
+    -- promoted would join the active model unreviewed.
+    IF TG_OP = 'INSERT' THEN
+        SELECT n.model_key INTO governed
+          FROM (SELECT DISTINCT model_key FROM new_rows) AS n
+          JOIN ml.woe_anchor_model_registry_v1 AS r ON r.model_key = n.model_key
+         WHERE r.xmin <> xid(pg_current_xact_id())
+         LIMIT 1;
+        IF governed IS NOT NULL THEN
+            RAISE EXCEPTION '% rows of model % can only be added in the transaction that registers the model',
+                TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, quote_literal(governed)
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Train a new candidate instead of adding to an existing one.';
+        END IF;
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -463,7 +480,8 @@ BEGIN
                         ml.woe_anchor_feature_store_t0_v1_v, audit.dataset_changes
                      TO woe_certifier;
         GRANT SELECT, INSERT ON audit.dataset_certifications TO woe_certifier;
-        GRANT EXECUTE ON FUNCTION audit.dataset_sha256(text, text[]), audit.require_certified_strict(text, interval)
+        GRANT EXECUTE ON FUNCTION audit.dataset_sha256(text, text[]), audit.require_certified_strict(text, interval),
+                                  audit.lock_dataset_sources(text)
             TO woe_certifier;
         granted := granted || 'woe_certifier'::text;
     END IF;

@@ -5,8 +5,6 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from woe_core import db
-
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
@@ -46,7 +44,6 @@ def test_unreachable_database_is_an_error_message_not_a_traceback(monkeypatch):
     at.run()
     assert not at.exception
     assert any("cannot connect to PostgreSQL at" in e.value and "127.0.0.1:1" in e.value for e in at.error)
-    assert db  # the module under test is importable without Streamlit state
 
 
 def test_first_start_without_a_database_url_runs_embedded_with_certified_demo(monkeypatch, tmp_path):

@@ -172,3 +172,27 @@ def test_certifications_are_append_only(certified_engine):
         with pytest.raises(DBAPIError, match="append-only"), certified_engine.begin() as conn:
             conn.execute(sa.text(statement))
     assert len(_recorded(certified_engine)) == 1
+
+
+def test_certification_waits_for_a_write_in_flight_and_certifies_what_it_committed(demo_engine):
+    """A write that began before a certification and commits during it must not slip past the guard."""
+    import threading
+
+    writer = demo_engine.connect()
+    writer.begin()
+    writer.execute(sa.text(
+        "INSERT INTO ml.socio_market_snapshots SELECT listing_id, generation, t0 + interval '1 minute', "
+        "delta_vs_sold_median_30d, seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, "
+        "battery_health_pct, sold_at, t0 + interval '2 minutes' FROM ml.socio_market_snapshots "
+        "ORDER BY listing_id, t0 LIMIT 1"))  # feature_asof_ts after t0: a T0 leak
+    results = []
+    worker = threading.Thread(target=lambda: results.append(certify.certify(demo_engine, "racer")))
+    worker.start()
+    worker.join(timeout=1.5)
+    assert worker.is_alive(), "certification must wait for the uncommitted write"
+    writer.commit()
+    writer.close()
+    worker.join(timeout=60)
+    (result,) = results
+    assert not result.passed and [c.name for c in result.failed_checks] == ["t0_safe"]
+    assert not certify.status(demo_engine).fresh

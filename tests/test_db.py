@@ -121,3 +121,9 @@ def test_cli_failed_certification_exits_1(demo_engine):
                              "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
     out = _cli("certify", url=demo_engine.url.render_as_string(hide_password=False))
     assert out.returncode == 1 and "FAILED: t0_safe" in out.stdout
+
+
+def test_cli_on_an_unmigrated_database_says_how_to_fix_it(empty_engine):
+    out = _cli("status", url=empty_engine.url.render_as_string(hide_password=False))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: database:") and "python -m woe_core init-db" in out.stderr

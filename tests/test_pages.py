@@ -147,3 +147,9 @@ def test_stale_certification_makes_lookup_refuse_without_numbers(two_models):
     assert any("refused to score" in e.value and "data changed" in e.value for e in at.error)
     assert any("How to fix" in i.value for i in at.info)
     assert len(at.metric) == 0
+
+
+@pytest.mark.parametrize("raw", ["-5", "99999999999999999999", "abc"])
+def test_lookup_link_with_a_bad_listing_id_is_a_warning(two_models, raw):
+    at = _page("lookup", {"listing": raw})
+    assert any(f"listing {raw!r} in the link is not a valid listing id" in w.value for w in at.warning)

@@ -516,6 +516,8 @@ def test_deleting_a_candidate_removes_it_and_all_its_artifacts(certified_engine)
     engine = certified_engine
     add_candidates(engine, key(1), key(2))
     with engine.begin() as conn:
+        # Artifacts are normally written with their model; the owner's break-glass adds one later here.
+        conn.execute(sa.text("SELECT set_config('woe.promoting', 'on', true)"))
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 0, 0.4, 0.5, 10)"), {"k": key(1)})
         if _scores_partitioned(conn):  # one partition per model, as training writes them
             conn.execute(sa.text(f'CREATE TABLE ml."{_partition(key(1))}" PARTITION OF ml.woe_anchor_scores_v1 '
@@ -577,3 +579,14 @@ def test_history_is_append_only(certified_engine):
 def test_history_rejects_a_bad_limit(engine, limit):
     with pytest.raises(InvalidParameter, match=f"limit must be an integer in \\[1, 100000\\], got {limit!r}"):
         promote.history(engine, limit)
+
+
+def test_rows_cannot_be_added_to_a_model_registered_earlier(certified_engine):
+    """Otherwise a map row inserted by a transaction open during a promotion would join the active model."""
+    add_candidates(certified_engine, key(1))
+    for sql in ["INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 3, 0.1, 0.2, 0)",
+                "INSERT INTO ml.woe_anchor_map_v1 VALUES (:k, 3, 'dsold', 'dSold_low', 0.5, 1, 1, 1, 1)"]:
+        with pytest.raises(DBAPIError, match=f"rows of model '{key(1)}' can only be added in the transaction "
+                                             "that registers the model"), certified_engine.begin() as conn:
+            conn.execute(sa.text(sql), {"k": key(1)})
+    assert all(c.passed for c in promote.preflight(certified_engine, key(1)))

@@ -299,3 +299,51 @@ def test_one_class_only_and_empty_train_are_clear_errors(engine):
         train.train(engine, train.TrainParams(c, n_folds=2), "t")
     with pytest.raises(train.TrainingError, match="no TRAIN row is resolved"):
         train.train(engine, train.TrainParams(c - 36 * DAY, n_folds=2), "t")
+
+
+def test_two_trainings_at_once_both_land(engine):
+    import threading
+
+    _certified_demo(engine, 200, 4)
+    results, errors = [], []
+
+    def run(h):
+        try:
+            results.append(train.train(engine, train.TrainParams(CUTOFF, h, 1.0, 3), "t").model_key)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in (30.0, 60.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(set(results)) == 2
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_model_registry_v1")).scalar_one() == 2
+
+
+def test_a_tiny_half_life_does_not_underflow(engine):
+    _certified_demo(engine, 200, 4)
+    result = train.train(engine, train.TrainParams(CUTOFF, 0.05, 1.0, 2), "t")
+    assert 0 < result.base_rate < 1 and result.metrics["counts"]["train_weight"] > 0
+
+
+def test_a_fold_whose_outside_rows_hold_one_class_is_a_clear_error(engine):
+    c = CUTOFF
+    by_fold: dict[int, list[int]] = {0: [], 1: []}
+    lid = 1
+    while min(len(v) for v in by_fold.values()) < 4:
+        by_fold[_fold(lid, 2)].append(lid)
+        lid += 1
+    with engine.begin() as conn:
+        for i in by_fold[0][:4]:
+            _snapshot(conn, i, c - 40 * DAY, None)  # fold 0: never sold, slow21 = 1
+        for i in by_fold[1][:4]:
+            _snapshot(conn, i, c - 40 * DAY, c - 39 * DAY)  # fold 1: sold at once, slow21 = 0
+        _snapshot(conn, 999, c + 30 * DAY, None)
+    assert certify.certify(engine, "t").passed
+    with pytest.raises(train.TrainingError, match="the TRAIN rows outside fold 0 have only slow21 = 0"):
+        train.train(engine, train.TrainParams(c, 30.0, 1.0, 2), "t")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_model_registry_v1")).scalar_one() == 0

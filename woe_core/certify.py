@@ -1,7 +1,7 @@
 """Dataset certification (DESIGN §5).
 
-``certify`` runs the data checks and the hash in one REPEATABLE READ snapshot and
-appends the outcome, passed or failed, to ``audit.dataset_certifications``. The
+``certify`` locks the dataset's base tables against writers, runs the data checks
+and the hash on that frozen data and appends the outcome, passed or failed, to ``audit.dataset_certifications``. The
 database's ``audit.require_certified_strict`` then lets the guarded views serve
 rows only while the latest certification passed, is younger than 24 hours and
 the data has not changed since.
@@ -103,6 +103,10 @@ class Certification:
         return f"{self.dataset}: certification #{self.certification_id} FAILED: {failed}"
 
 
+def to_regclass_exists(conn, name: str) -> bool:
+    return conn.execute(sa.text("SELECT to_regclass(:n) IS NOT NULL"), {"n": name}).scalar_one()
+
+
 def _dataset_spec(dataset: str) -> dict:
     if dataset not in DATASETS:
         raise InvalidParameter(f"unknown dataset {dataset!r}; certifiable datasets: {', '.join(DATASETS)}")
@@ -128,13 +132,18 @@ def certify(engine: Engine, actor: str, dataset: str = ENTRYPOINT) -> Certificat
     """Check and hash ``dataset``, record the outcome, and return it.
 
     A failed certification is recorded too (and returned with ``passed=False``);
-    callers decide how loudly to fail. The checks, the row count and the hash
-    all read the same snapshot of the data.
+    callers decide how loudly to fail. The checks, the row count and the hash all
+    read the same data: writers wait until the certification is recorded.
     """
     actor = require_actor(actor)
     spec = _dataset_spec(dataset)
     started = time.perf_counter()
-    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+    # READ COMMITTED, with the dataset's base tables locked against writers first:
+    # the lock waits for writes in flight to commit, and every later statement sees
+    # the same committed data (nobody can write until this transaction ends).
+    with engine.connect().execution_options(isolation_level="READ COMMITTED") as conn, conn.begin():
+        if to_regclass_exists(conn, dataset):
+            conn.execute(sa.text("SELECT audit.lock_dataset_sources(:d)"), {"d": dataset})
         problems = contract_problems(conn)
         results: list[CheckResult]
         row_count = sha = min_date = max_date = None

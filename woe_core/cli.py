@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
+from sqlalchemy.exc import DBAPIError
 
 from . import bootstrap, certify, db, demo, migrations, promote, registry, score, train
 from .bands import DEFAULT_DSOLD_THRESHOLDS
@@ -206,4 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except WoeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:  # the database refused: its first message line, never a traceback
+        orig = exc.orig
+        message = str(orig).strip().splitlines()[0] if orig is not None else str(exc).splitlines()[0]
+        hint = ""
+        if getattr(orig, "sqlstate", None) in ("42P01", "3F000"):  # undefined table / schema
+            hint = " (is the database migrated? run: python -m woe_core init-db)"
+        print(f"error: database: {message}{hint}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ from datetime import datetime
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from .bands import BANDS
 from .db import frame, woe_errors
@@ -46,17 +47,26 @@ def lookup(engine: Engine, listing_id: int, *, t0: datetime | None = None,
     (NaN = unmapped, contributes 0), ``woe_logit`` and ``woe_anchor_p_slow21``.
     """
     listing_id = _check_listing_id(listing_id)
-    if model_key is None and active_model_key(engine) is None:
-        raise NotFound("no model is active: train a candidate and promote it first")
     params = {"listing_id": listing_id, "t0": t0}
     with woe_errors(), engine.connect() as conn:
         if model_key is None:
-            return frame(conn, _LIVE_LOOKUP, params)
+            rows = frame(conn, _LIVE_LOOKUP, params)
+            if rows.empty and _no_active_model(engine):
+                raise NotFound("no model is active: train a candidate and promote it first")
+            return rows
         exists = conn.execute(sa.text("SELECT 1 FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
                               {"k": model_key}).scalar_one_or_none()
         if exists is None:
             raise NotFound(f"model {model_key!r} does not exist")
         return frame(conn, _MODEL_LOOKUP, {**params, "model_key": model_key})
+
+
+def _no_active_model(engine: Engine) -> bool:
+    """True only when the registry is readable and has no active model (a reader may not read it)."""
+    try:
+        return active_model_key(engine) is None
+    except DBAPIError:
+        return False
 
 
 def contributions(row: pd.Series | dict) -> pd.DataFrame:

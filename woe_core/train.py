@@ -14,7 +14,8 @@ Definitions, at cutoff C and data end E (the newest t0 or sold_at):
   sold by ``t0 + 21 days``; ``0`` when ``sold_at <= t0 + 21 days`` and
   ``sold_at <= A``; otherwise unresolved (dropped).
 * TRAIN: ``t0 < C``, labelled as of C, weight ``0.5 ** (days(C - t0) / h)`` with
-  fractional days. EVAL: ``t0 >= C``, labelled as of E, weight 1.
+  fractional days (the exponent capped at 1000, where the weight is ~1e-301, so a
+  tiny half-life cannot underflow). EVAL: ``t0 >= C``, labelled as of E, weight 1.
 * fold: ``ml.woe_fold(listing_id, K)`` (see ``bands.fold_of``).
 * cuts: ``percentile_cont(1/3, 2/3)`` of presentation_score over the TRAIN rows
   being fitted that have one (fold k: rows outside fold k; final: all TRAIN rows).
@@ -56,6 +57,9 @@ TRAINING_CODE_FILES = (
     "sql/V0005__training.sql",
 )
 MAX_FOLDS = 50
+# pg_advisory_xact_lock key serialising the write phase of trainings: the first 8
+# bytes of sha256("woe_core.training") as a signed int64.
+WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"woe_core.training").digest()[:8], "big", signed=True)
 MAX_KEY_SUFFIX = 999
 
 Progress = Callable[[str, float], None]
@@ -163,7 +167,7 @@ SELECT * FROM (
            CASE WHEN b.t0 < :cutoff THEN {_LABEL.format(asof=':cutoff')}
                 ELSE {_LABEL.format(asof=':data_end')} END::smallint AS y,
            CASE WHEN b.t0 < :cutoff
-                THEN power(0.5, (date_part('epoch', CAST(:cutoff AS timestamptz)) - date_part('epoch', b.t0)) / 86400.0 / :h)
+                THEN power(0.5, least((date_part('epoch', CAST(:cutoff AS timestamptz)) - date_part('epoch', b.t0)) / 86400.0 / :h, 1000.0))
                 ELSE 1.0 END AS w,
            {_SLOTS},
            b.presentation_score
@@ -287,6 +291,7 @@ def train(engine: Engine, params: TrainParams, actor: str, progress: Progress | 
 
         sums = pd.DataFrame(conn.execute(sa.text(_sums_sql()), {"k": k, "v": BAND_SCHEMA_VERSION}).mappings().all())
         fitted = woe_math.fit(*woe_math.dense_sums(_expand_models(sums[sums["is_train"]], k), k), p.eps)
+        _check_fit(fitted, k)
         bases, maps = fitted.bases(), fitted.maps()
         t = _step(progress, timings, "aggregate and fit WOE", 0.6, t)
 
@@ -298,6 +303,9 @@ def train(engine: Engine, params: TrainParams, actor: str, progress: Progress | 
 
         final = bases[bases["model"] == k].iloc[0]
         metric_doc = _metrics(scored, sums, maps, counts, k, p, data_end)
+        # One training writes at a time: attaching the score partition takes a lock
+        # on the registry that two overlapping write phases would deadlock on.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_KEY})
         key = _insert_registry(conn, p, final, actor, metric_doc)
         _write_cuts(conn, key, cuts, k)
         _write_maps(conn, key, maps, k)
@@ -328,6 +336,16 @@ def _check_rows(conn: Connection, k: int) -> dict:
         if listings < k:
             raise InvalidParameter(f"n_folds must be at most the number of TRAIN listings ({listings}), got {k}")
     return counts
+
+
+def _check_fit(fitted: woe_math.Fit, k: int) -> None:
+    """Every model must see both classes with positive weight, or its base rate is 0 or 1."""
+    for m, p in enumerate(fitted.p):
+        if not 0.0 < p < 1.0:
+            which = f"the TRAIN rows outside fold {m}" if m < k else "the TRAIN rows"
+            only = 1 if p >= 1.0 else 0
+            raise TrainingError(f"{which} have only slow21 = {only} (or zero weight on the other class): "
+                                "use fewer folds, a later cutoff or a longer half-life")
 
 
 def _learn_cuts(conn: Connection, k: int) -> pd.DataFrame:

@@ -58,9 +58,13 @@ def fit(sums: np.ndarray, levels: list[tuple[str, str]], eps: float) -> Fit:
     first_band = np.array([band == levels[0][0] for band, _ in levels])
     w1_total = fitted[:, first_band, 0].sum(axis=1)
     w0_total = fitted[:, first_band, 1].sum(axis=1)
-    p = w1_total / (w1_total + w0_total)
-    base_logit = np.log(p / (1.0 - p))
-    woe = np.log((fitted[..., 0] + eps * p[:, None]) / (fitted[..., 1] + eps * (1.0 - p[:, None]))) - base_logit[:, None]
+    # A model whose rows hold one class only gets p = 0 or 1 and infinite logits;
+    # callers reject it (``train._check_fit``), so no warning is printed here.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = w1_total / (w1_total + w0_total)
+        base_logit = np.log(p / (1.0 - p))
+        woe = (np.log((fitted[..., 0] + eps * p[:, None]) / (fitted[..., 1] + eps * (1.0 - p[:, None])))
+               - base_logit[:, None])
     woe[(fitted[..., 2] + fitted[..., 3]) == 0] = np.nan
     return Fit(levels, fitted, p, base_logit, woe)
 
