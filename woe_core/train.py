@@ -28,7 +28,8 @@ import json
 import math
 import numbers
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -57,8 +58,8 @@ TRAINING_CODE_FILES = (
     "sql/V0005__training.sql",
 )
 MAX_FOLDS = 50
-# pg_advisory_xact_lock key serialising the write phase of trainings: the first 8
-# bytes of sha256("woe_core.training") as a signed int64.
+# pg_advisory_lock key serialising trainings: the first 8 bytes of
+# sha256("woe_core.training") as a signed int64.
 WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"woe_core.training").digest()[:8], "big", signed=True)
 MAX_KEY_SUFFIX = 999
 
@@ -268,6 +269,34 @@ def train(engine: Engine, params: TrainParams, actor: str, progress: Progress | 
     """
     p = validate_params(params)
     actor = require_actor(actor)
+    with _one_training_at_a_time(engine, progress):
+        return _train(engine, p, actor, progress)
+
+
+@contextmanager
+def _one_training_at_a_time(engine: Engine, progress: Progress | None) -> Iterator[None]:
+    """Hold the training lock for the whole run, taken before the training's snapshot.
+
+    Two overlapping trainings would deadlock attaching their score partitions, and
+    two in the same second would race for one model key; serialising them (the
+    second waits, and says so) avoids both. The lock is a session-level advisory
+    lock on a connection of its own, so it is released if the process dies.
+    """
+    with engine.connect() as lock_conn:
+        got = lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": WRITE_LOCK_KEY}).scalar_one()
+        if not got:
+            if progress:
+                progress("waiting for another training to finish", 0.0)
+            lock_conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": WRITE_LOCK_KEY})
+        lock_conn.commit()
+        try:
+            yield
+        finally:
+            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": WRITE_LOCK_KEY})
+            lock_conn.commit()
+
+
+def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None) -> TrainResult:
     k = p.n_folds
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -303,9 +332,6 @@ def train(engine: Engine, params: TrainParams, actor: str, progress: Progress | 
 
         final = bases[bases["model"] == k].iloc[0]
         metric_doc = _metrics(scored, sums, maps, counts, k, p, data_end)
-        # One training writes at a time: attaching the score partition takes a lock
-        # on the registry that two overlapping write phases would deadlock on.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE_LOCK_KEY})
         key = _insert_registry(conn, p, final, actor, metric_doc)
         _write_cuts(conn, key, cuts, k)
         _write_maps(conn, key, maps, k)
