@@ -458,7 +458,11 @@ BEGIN
         -- INSERT names is_active (training writes false explicitly); the trigger
         -- refuses true for anyone but the owner. No UPDATE at all.
         GRANT SELECT, INSERT, DELETE ON ml.woe_anchor_model_registry_v1, ml.woe_anchor_cuts_v1,
-                                        ml.woe_anchor_map_v1, ml.woe_anchor_scores_v1 TO woe_trainer;
+                                        ml.woe_anchor_map_v1 TO woe_trainer;
+        -- Scores arrive as a staged partition (ml.woe_anchor_scores_stage_v1) and leave
+        -- with their model; no trainer deletes score rows directly (those of the
+        -- active model included).
+        GRANT SELECT, INSERT ON ml.woe_anchor_scores_v1 TO woe_trainer;
         GRANT EXECUTE ON FUNCTION
             ml.woe_band_dsold(double precision, double precision, double precision, double precision, double precision),
             ml.woe_band_trust(text), ml.woe_band_ship(boolean), ml.woe_band_sale(boolean), ml.woe_band_cond(text),

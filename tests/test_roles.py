@@ -141,6 +141,8 @@ def test_trainer_writes_and_deletes_candidates_but_cannot_promote(live, login):
            match=f"model '{KEY_A}' cannot be deleted: it is the active model")
     denied(trainer, "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k", {"k": KEY_A},
            match=f"ml.woe_anchor_map_v1 of model '{KEY_A}' cannot change")
+    denied(trainer, "DELETE FROM ml.woe_anchor_scores_v1 WHERE model_key = :k", {"k": KEY_A},
+           match="permission denied for table woe_anchor_scores_v1")
     denied(trainer, "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
                     "VALUES ('ml.woe_anchor_feature_store_t0_v1_v', 'trainer', true, '[]')")
     promote.delete_candidate(trainer, key)
