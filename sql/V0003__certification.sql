@@ -201,6 +201,10 @@ BEGIN
     END IF;
     RETURN true;
 END $$;
+-- Certification metadata is not for everyone: the roles that read guarded views
+-- get EXECUTE explicitly (V0006), since a view's function calls are checked
+-- against the querying user.
+REVOKE EXECUTE ON FUNCTION audit.require_certified_strict(text, interval) FROM PUBLIC;
 COMMENT ON FUNCTION audit.require_certified_strict(text, interval) IS
     'Raises (SQLSTATE WC001) unless the latest certification of the dataset passed, is younger than max_age '
     'and the data has not changed since; returns true otherwise.';

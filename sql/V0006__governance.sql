@@ -446,6 +446,7 @@ BEGIN
         -- a map or an unguarded score; the base tables stay closed.
         GRANT USAGE ON SCHEMA ml TO woe_reader;
         GRANT SELECT ON ml.woe_anchor_scores_live_train_v, ml.woe_anchor_feature_store_t0_v1_v TO woe_reader;
+        GRANT EXECUTE ON FUNCTION audit.require_certified_strict(text, interval) TO woe_reader;
         granted := granted || 'woe_reader'::text;
     END IF;
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'woe_trainer') THEN

@@ -112,6 +112,13 @@ def test_reader_reads_guarded_scores_and_nothing_else(live, login):
     denied(reader, "SELECT ml.promote_woe_anchor_model(:k, 'reader', 'why not')", {"k": KEY_B},
            match="permission denied for function promote_woe_anchor_model")
     denied(reader, "SELECT ml.delete_woe_anchor_model(:k)", {"k": KEY_B})
+    # Certification metadata is not public: a login that may use schema audit but holds
+    # none of the roles cannot call the guard to probe certifications.
+    outsider = login(None)
+    with live.begin() as conn:
+        conn.execute(sa.text(f'GRANT USAGE ON SCHEMA audit TO "{outsider.url.username}"'))
+    denied(outsider, "SELECT audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', '1 day')",
+           match="permission denied for function require_certified_strict")
     # The guard still fails closed for the reader once the data changes after certification.
     with live.begin() as conn:
         conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships "
