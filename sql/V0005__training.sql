@@ -2,10 +2,10 @@
 -- ml.woe_anchor_scores_v1.
 --
 -- A trainer calls ml.woe_anchor_scores_stage_v1(key) to get an empty, detached
--- table shaped like the scores table (it may INSERT into it), fills it, then calls
--- ml.woe_anchor_scores_attach_v1(key), which builds its primary key in one sorted
--- pass and attaches it (the foreign key to the registry is validated by one
--- anti-join). Both run as the schema owner, so a trainer needs no ownership of the
+-- table shaped like the scores table (it may INSERT into it), fills it, registers
+-- the model, then calls ml.woe_anchor_scores_attach_v1(key), which builds its
+-- primary key in one sorted pass and attaches it (the foreign key to the
+-- registry is validated by one anti-join, so the model must be registered by then). Both run as the schema owner, so a trainer needs no ownership of the
 -- partitioned table; both belong in the training transaction, so a failed training
 -- leaves no table behind.
 
@@ -25,17 +25,13 @@ BEGIN
         RAISE EXCEPTION 'model key % is not of the form tom_aft_v1_YYYYMMDD_HHMMSS[_N]', quote_nullable(p_model_key)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM ml.woe_anchor_model_registry_v1 WHERE model_key = p_model_key) THEN
-        RAISE EXCEPTION 'model % is not registered: insert its registry row first', p_model_key
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
     EXECUTE format('CREATE TABLE ml.%I (LIKE ml.woe_anchor_scores_v1 INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
     EXECUTE format('ALTER TABLE ml.%I ADD CONSTRAINT %I CHECK (model_key = %L)', part, part || '_key', p_model_key);
     EXECUTE format('GRANT INSERT, SELECT ON ml.%I TO %I', part, session_user);
     RETURN 'ml.' || quote_ident(part);
 END $$;
 COMMENT ON FUNCTION ml.woe_anchor_scores_stage_v1(text) IS
-    'Creates the detached score table of a registered model for its trainer to fill; attach it with ml.woe_anchor_scores_attach_v1.';
+    'Creates the detached score table of a model being trained for its trainer to fill; attach it with ml.woe_anchor_scores_attach_v1.';
 
 CREATE FUNCTION ml.woe_anchor_scores_attach_v1(p_model_key text)
 RETURNS bigint

@@ -219,15 +219,12 @@ SELECT b.is_train, b.fold, c.model, 'present',
 """
 
 
-def _score_sql() -> str:
+def _logit_sql() -> str:
+    """The logit of a row ``r`` of _woe_rows under the packed model ``p`` (fixed bands by slot,
+    the presentation band re-banded with the model's own cuts by the live SQL)."""
     terms = " + ".join(f"coalesce(p.woe[r.s_{name}], 0)" for name, _ in _FIXED_BANDS)
     terms += " + coalesce(p.woe[ml.woe_slot_present(ml.woe_band_present(r.presentation_score, p.c1, p.c2))], 0)"
-    return f"""
-CREATE TEMP TABLE _woe_scored ON COMMIT DROP AS
-SELECT r.listing_id, r.generation, r.t0, r.fold, r.is_train, r.y, p.base_logit + {terms} AS logit
-  FROM _woe_rows AS r
-  JOIN _woe_packed AS p ON p.model = CASE WHEN r.is_train THEN r.fold ELSE :k END
-"""
+    return f"p.base_logit + {terms}"
 
 
 def data_window(engine: Engine) -> tuple[datetime, datetime, datetime]:
@@ -325,14 +322,14 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         t = _step(progress, timings, "aggregate and fit WOE", 0.6, t)
 
         _pack(conn, bases, maps, cuts)
-        conn.execute(sa.text(_score_sql()), {"k": k})
-        scored = fetch_arrays(conn, "SELECT is_train, y, logit FROM _woe_scored",
-                              [("is_train", "bool"), ("y", "int2"), ("logit", "float8")])
+        key = _choose_key(conn)
+        table = _stage_scores(conn, key)
+        scored = _scored_arrays(conn, table, k)
         t = _step(progress, timings, "score OOF and EVAL rows", 0.75, t)
 
         final = bases[bases["model"] == k].iloc[0]
         metric_doc = _metrics(scored, sums, maps, counts, k, p, data_end)
-        key = _insert_registry(conn, p, final, actor, metric_doc)
+        _insert_registry(conn, key, p, final, actor, metric_doc)
         _write_cuts(conn, key, cuts, k)
         _write_maps(conn, key, maps, k)
         _write_scores(conn, key)
@@ -449,26 +446,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _insert_registry(conn: Connection, p: TrainParams, final: pd.Series, actor: str, metric_doc: dict) -> str:
+def _choose_key(conn: Connection) -> str:
+    """``tom_aft_v1_YYYYMMDD_HHMMSS`` (UTC), with ``_2``, ``_3``, ... when that second is taken.
+
+    Trainings run one at a time (``_one_training_at_a_time``) and this transaction's
+    snapshot was taken after the previous one committed, so every key a training
+    used is visible here.
+    """
     stamp = _now().strftime("tom_aft_v1_%Y%m%d_%H%M%S")
+    taken = set(conn.execute(sa.text(
+        "SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s OR model_key LIKE :p"),
+        {"s": stamp, "p": stamp + "\\_%"}).scalars())
+    for n in range(1, MAX_KEY_SUFFIX + 1):
+        key = stamp if n == 1 else f"{stamp}_{n}"
+        if key not in taken:
+            return key
+    raise TrainingError(f"more than {MAX_KEY_SUFFIX} models were registered in the second {stamp}")
+
+
+def _insert_registry(conn: Connection, key: str, p: TrainParams, final: pd.Series, actor: str,
+                     metric_doc: dict) -> None:
     params = {
-        "cutoff": p.train_cutoff_ts, "h": p.half_life_days, "eps": p.eps, "k": p.n_folds,
+        "key": key, "cutoff": p.train_cutoff_ts, "h": p.half_life_days, "eps": p.eps, "k": p.n_folds,
         "v": BAND_SCHEMA_VERSION, "sha": code_sha256(), "br": float(final["base_rate"]),
         "bl": float(final["base_logit"]), "t1": p.dsold_thresholds[0], "t2": p.dsold_thresholds[1],
         "t3": p.dsold_thresholds[2], "t4": p.dsold_thresholds[3], "actor": actor,
         "metrics": json.dumps(metric_doc, allow_nan=False),
     }
-    insert = sa.text(
+    inserted = conn.execute(sa.text(
         "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
         "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
         "created_by, metrics) VALUES (:key, :cutoff, :h, :eps, :k, :v, :sha, false, :br, :bl, :t1, :t2, :t3, :t4, "
-        ":actor, CAST(:metrics AS jsonb)) ON CONFLICT (model_key) DO NOTHING RETURNING model_key")
-    # A second model in the same second gets a suffix _2, _3, ... (never an overwrite).
-    for n in range(1, MAX_KEY_SUFFIX + 1):
-        key = stamp if n == 1 else f"{stamp}_{n}"
-        if conn.execute(insert, {**params, "key": key}).scalar_one_or_none() is not None:
-            return key
-    raise TrainingError(f"more than {MAX_KEY_SUFFIX} models were registered in the second {stamp}")
+        ":actor, CAST(:metrics AS jsonb)) ON CONFLICT (model_key) DO NOTHING RETURNING model_key"),
+        params).scalar_one_or_none()
+    if inserted is None:  # registered by hand, outside training, since this training chose it
+        raise TrainingError(f"model key {key!r} was registered by someone else meanwhile: train again")
 
 
 def _write_cuts(conn: Connection, key: str, cuts: pd.DataFrame, k: int) -> None:
@@ -487,12 +499,30 @@ def _write_maps(conn: Connection, key: str, maps: pd.DataFrame, k: int) -> None:
          for r in maps.itertuples(index=False)])
 
 
-def _write_scores(conn: Connection, key: str) -> int:
-    """Load the OOF scores into a staged table and attach it as the model's partition."""
+def _stage_scores(conn: Connection, key: str) -> str:
+    """Score every TRAIN row with its fold's model straight into the model's staged score table."""
     table = conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1(:key)"), {"key": key}).scalar_one()
     # ``table`` is the quoted name the database built from the validated key.
     conn.execute(sa.text(
         f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
         "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
-        "FROM _woe_scored WHERE is_train"), {"key": key})
+        f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
+        "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored"), {"key": key})
+    return table
+
+
+def _scored_arrays(conn: Connection, table: str, k: int) -> dict[str, np.ndarray]:
+    """(is_train, y, logit) of the OOF rows (from the staged table) and the EVAL rows (final model)."""
+    oof = fetch_arrays(conn, f"SELECT slow21, woe_logit FROM {table}", [("slow21", "int2"), ("woe_logit", "float8")])
+    # k is a validated int and table a database-quoted name (COPY takes no parameters).
+    ev = fetch_arrays(conn, f"SELECT r.y, {_logit_sql()} AS logit FROM _woe_rows AS r "
+                            f"JOIN _woe_packed AS p ON p.model = {int(k)} WHERE NOT r.is_train",
+                      [("y", "int2"), ("logit", "float8")])
+    return {"is_train": np.concatenate([np.ones(len(oof["slow21"]), bool), np.zeros(len(ev["y"]), bool)]),
+            "y": np.concatenate([oof["slow21"], ev["y"]]),
+            "logit": np.concatenate([oof["woe_logit"], ev["logit"]])}
+
+
+def _write_scores(conn: Connection, key: str) -> int:
+    """Index the staged scores and attach them as the model's partition (its registry row exists by now)."""
     return conn.execute(sa.text("SELECT ml.woe_anchor_scores_attach_v1(:key)"), {"key": key}).scalar_one()
