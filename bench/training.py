@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from datetime import UTC, datetime
@@ -145,12 +146,20 @@ def main() -> int:
 
     cmd = [sys.executable, "-m", "woe_core", "--database-url", url, "train", "--cutoff", CUTOFF.isoformat(),
            "--folds", str(K), "--eps", str(EPS), "--actor", "bench"]
-    t = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    # os.wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would also count
+    # other children of this process, such as the embedded server's initdb).
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=PROJECT_ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
     if done.returncode:
         raise SystemExit(f"training failed: {done.stderr.strip()}")
-    wall = time.perf_counter() - t
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = usage.ru_maxrss / 1024
     key = done.stdout.split(":", 1)[0].strip()
 
     rows = banded_train_rows(engine, key)
