@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -146,20 +145,27 @@ def main() -> int:
 
     cmd = [sys.executable, "-m", "woe_core", "--database-url", url, "train", "--cutoff", CUTOFF.isoformat(),
            "--folds", str(K), "--eps", str(EPS), "--actor", "bench"]
-    # os.wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would also count
-    # other children of this process, such as the embedded server's initdb).
+    # Peak RSS from the child's VmHWM, sampled until it exits: getrusage's ru_maxrss
+    # would also count the copy of this (large) process the child was forked from.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=PROJECT_ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak_kb = 0
+        while proc.poll() is None:
+            try:
+                with open(f"/proc/{proc.pid}/status") as status:
+                    hwm = next((line for line in status if line.startswith("VmHWM:")), None)
+                peak_kb = max(peak_kb, int(hwm.split()[1])) if hwm else peak_kb
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
         wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         done = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
     if done.returncode:
         raise SystemExit(f"training failed: {done.stderr.strip()}")
-    peak_mb = usage.ru_maxrss / 1024
+    peak_mb = peak_kb / 1024
     key = done.stdout.split(":", 1)[0].strip()
 
     rows = banded_train_rows(engine, key)
