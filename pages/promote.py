@@ -3,8 +3,8 @@
 import streamlit as st
 
 from pages._ui import attempt, changed, engine, reviewer, settings
-from woe_core import compare, promote, registry
-from woe_core.reviewer import promote_as, rollback_as
+from woe_core import promote, registry
+from woe_core.reviewer import blocking, checklist, promote_as, rollback_as
 
 st.title("Promote a model")
 who, conf = reviewer(), settings()
@@ -27,23 +27,9 @@ if candidates:
     key = st.selectbox("Candidate", candidates, index=index)
     st.query_params["model"] = key
 
-    checks = attempt(lambda: promote.preflight(engine(), key)) or []
-    rows = [{"check": c.name, "passed": c.passed, "detail": c.detail} for c in checks]
-    keys = [key] + ([active] if active else [])
-    summary = compare.summary(engine(), keys).set_index("model_key")
-    cand_auc = summary.loc[key, "eval_auc"]
-    if active:
-        act_auc = summary.loc[active, "eval_auc"]
-        better = cand_auc is not None and act_auc is not None and cand_auc >= act_auc
-        rows.append({"check": "metrics_vs_active", "passed": bool(better),
-                     "detail": f"EVAL AUC {cand_auc:.4f} vs active {act_auc:.4f}" if better is not None
-                     and cand_auc is not None and act_auc is not None else "no EVAL AUC to compare"})
-    if conf.four_eyes:
-        trainer = models.loc[models["model_key"] == key, "created_by"].iloc[0]
-        ok = (who.name or "").lower() != str(trainer).lower()
-        rows.append({"check": "four_eyes", "passed": ok, "detail": f"trained by {trainer}, promoting as {who.name}"})
-    st.dataframe(rows, hide_index=True)
-    blocking = [r["check"] for r in rows if not r["passed"] and r["check"] != "metrics_vs_active"]
+    checks = attempt(lambda: checklist(engine(), who, conf, key)) or []
+    st.dataframe([{"check": c.name, "passed": c.passed, "detail": c.detail} for c in checks], hide_index=True)
+    blocked_by = blocking(checks) if checks else ["checklist"]
 
     def forget_confirmation() -> None:
         st.session_state.pop("confirm_model", None)
@@ -61,8 +47,8 @@ if candidates:
                 st.rerun()
 
     # The dialog stays open across reruns until promoted or dismissed.
-    if st.button("Promote…", type="primary", disabled=bool(blocking) or not who.can_promote,
-                 help="blocked by: " + ", ".join(blocking) if blocking else None):
+    if st.button("Promote…", type="primary", disabled=bool(blocked_by) or not who.can_promote,
+                 help="blocked by: " + ", ".join(blocked_by) if blocked_by else None):
         st.session_state["confirm_model"] = key
     if st.session_state.get("confirm_model") == key:
         confirm(key)

@@ -365,6 +365,16 @@ def _advisory_lock_rows(conn, granted: bool) -> list[int]:
         "WHERE datname = current_database())"), {"h": high, "l": low, "g": granted}).scalars().all()
 
 
+
+def _wait_until_a_promotion_waits(engine, message: str) -> None:
+    """Poll (up to 10 s) until some backend waits for the promotion advisory lock."""
+    deadline = time.monotonic() + 10
+    with engine.connect() as conn:
+        while not _advisory_lock_rows(conn, granted=False) and time.monotonic() < deadline:
+            conn.rollback()
+            time.sleep(0.02)
+        assert _advisory_lock_rows(conn, granted=False), message
+
 def _start_uncommitted_promotion(engine, model_key):
     """A connection that has run the promotion function but not committed; returns (engine, conn, pid)."""
     victim_engine = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
@@ -414,12 +424,7 @@ def test_a_waiting_promotion_proceeds_when_the_lock_holder_is_killed(certified_e
 
     thread = threading.Thread(target=waiter, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    with engine.connect() as conn:
-        while not _advisory_lock_rows(conn, granted=False) and time.monotonic() < deadline:
-            conn.rollback()
-            time.sleep(0.02)
-        assert _advisory_lock_rows(conn, granted=False), "the second promotion should wait for the lock"
+    _wait_until_a_promotion_waits(engine, "the second promotion should wait for the lock")
     assert not outcome
     _kill(engine, victim_engine, victim, pid)
     thread.join(THREAD_TIMEOUT_S)
@@ -446,12 +451,7 @@ def test_a_promotion_waits_for_a_concurrent_deletion_of_its_candidate_and_refuse
         deleter.execute(sa.text("DELETE FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"), {"k": key(1)})
         thread = threading.Thread(target=promoter, daemon=True)
         thread.start()
-        deadline = time.monotonic() + 10
-        with engine.connect() as conn:
-            while not _advisory_lock_rows(conn, granted=False) and time.monotonic() < deadline:
-                conn.rollback()
-                time.sleep(0.02)
-            assert _advisory_lock_rows(conn, granted=False), "the promotion should wait for the deletion"
+        _wait_until_a_promotion_waits(engine, "the promotion should wait for the deletion")
         deleter.commit()
     deleter_engine.dispose()
     thread.join(THREAD_TIMEOUT_S)

@@ -58,3 +58,14 @@ def test_four_eyes_rule(two_models):
     pat = reviewer.reviewer_from({"is_logged_in": True, "email": "pat@example.com"}, rules)
     reviewer.promote_as(engine, pat, rules, second, "reviewed by someone else")
     assert registry.active_model_key(engine) == second
+
+
+def test_checklist_adds_advisory_metrics_and_a_blocking_four_eyes_check(two_models):
+    engine, first, second = two_models  # second was trained by "bob"; first is active
+    rules = reviewer.Settings(True, ("bob",), four_eyes=True)
+    bob = reviewer.reviewer_from({"is_logged_in": True, "name": "bob"}, rules)
+    checks = {c.name: c for c in reviewer.checklist(engine, bob, rules, second)}
+    assert {"model_exists", "artifacts_complete", "certification_fresh", "metrics_vs_active", "four_eyes"} <= set(checks)
+    assert checks["metrics_vs_active"].detail.startswith("EVAL AUC ")
+    assert not checks["four_eyes"].passed and "trained by bob" in checks["four_eyes"].detail
+    assert reviewer.blocking(list(checks.values())) == ["four_eyes"]

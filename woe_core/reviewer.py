@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import promote
+from . import compare, promote, registry
 from .errors import NotFound, PromotionRefused
 from .identity import local_actor
 
@@ -62,20 +62,49 @@ def reviewer_from(user: Mapping | None, settings: Settings) -> Reviewer:
     return Reviewer(name, "oidc", True)
 
 
+ADVISORY_CHECKS = frozenset({"metrics_vs_active"})  # shown to the reviewer, never blocking
+
+
+def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Check:
+    with engine.connect() as conn:
+        trainer = conn.execute(sa.text(
+            "SELECT created_by FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
+            {"k": model_key}).scalar_one_or_none()
+    if trainer is None:
+        raise NotFound(f"model {model_key!r} does not exist")
+    ok = (reviewer.name or "").strip().lower() != trainer.strip().lower()
+    return promote.Check("four_eyes", ok, f"trained by {trainer}, promoting as {reviewer.name}")
+
+
+def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str) -> list[promote.Check]:
+    """The Promote page's checklist: the database's preflight, EVAL AUC against the active
+    model (advisory), and the four-eyes rule when configured."""
+    checks = promote.preflight(engine, model_key)
+    active = registry.active_model_key(engine)
+    if active and active != model_key:
+        aucs = {k: d.get("eval", {}).get("auc") for k, d in compare.metrics(engine, [model_key, active]).items()}
+        cand, act = aucs[model_key], aucs[active]
+        if cand is None or act is None:
+            checks.append(promote.Check("metrics_vs_active", False, "no EVAL AUC to compare"))
+        else:
+            checks.append(promote.Check("metrics_vs_active", cand >= act, f"EVAL AUC {cand:.4f} vs active {act:.4f}"))
+    if settings.four_eyes:
+        checks.append(_four_eyes(engine, reviewer, model_key))
+    return checks
+
+
+def blocking(checks: list[promote.Check]) -> list[str]:
+    """Names of the failed checks that stop a promotion."""
+    return [c.name for c in checks if not c.passed and c.name not in ADVISORY_CHECKS]
+
+
 def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, reason: str) -> int:
     """Promote ``model_key`` on behalf of ``reviewer`` after the app-level checks; returns the history id."""
     if not reviewer.can_promote or not reviewer.name:
         raise PromotionRefused(f"promotion of {model_key!r} refused: {reviewer.why_not or 'not allowed'}")
-    if settings.four_eyes:
-        with engine.connect() as conn:
-            trainer = conn.execute(sa.text(
-                "SELECT created_by FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
-                {"k": model_key}).scalar_one_or_none()
-        if trainer is None:
-            raise NotFound(f"model {model_key!r} does not exist")
-        if trainer.strip().lower() == reviewer.name.strip().lower():
-            raise PromotionRefused(f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} trained it, "
-                                   "so another reviewer must promote it")
+    if settings.four_eyes and not _four_eyes(engine, reviewer, model_key).passed:
+        raise PromotionRefused(f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} trained it, "
+                               "so another reviewer must promote it")
     return promote.promote(engine, model_key, reviewer.name, reason)
 
 
