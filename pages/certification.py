@@ -7,7 +7,7 @@ from pages._ui import attempt, changed, engine, reviewer
 from woe_core import certify, registry, train
 
 st.title("Data certification")
-for dataset in certify.DATASETS:
+for dataset in certify.CERTIFIABLE:
     st.subheader(dataset)
     status = certify.status(engine(), dataset)
     if status.latest is None:

@@ -24,7 +24,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from .errors import CertificationRequired, DatabaseConfigError, DatabaseUnavailable, PromotionRefused
+from .errors import (
+    CertificationRequired,
+    DatabaseConfigError,
+    DatabaseUnavailable,
+    GovernanceRefused,
+    InvalidParameter,
+    LockBusy,
+    PromotionRefused,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".woe_data"
@@ -178,9 +186,13 @@ def woe_errors() -> Iterator[None]:
     """Translate database refusals into woe_core errors.
 
     SQLSTATE WC001 (the certification guard) becomes ``CertificationRequired``,
-    WP001 (a governance refusal: promotion, rollback, deletion) ``PromotionRefused``.
+    WP001 (a governance refusal: promotion, rollback, deletion) ``PromotionRefused``,
+    WL001 (a project lock held past its bounded wait) ``LockBusy``, 42501 (an
+    immutable model, a privilege the login lacks) ``GovernanceRefused`` and
+    22023 (a parameter the database rejects) ``InvalidParameter``.
     """
-    translated = {GUARD_SQLSTATE: CertificationRequired, "WP001": PromotionRefused}
+    translated = {GUARD_SQLSTATE: CertificationRequired, "WP001": PromotionRefused, "WL001": LockBusy,
+                  "42501": GovernanceRefused, "22023": InvalidParameter}
     try:
         yield
     except DBAPIError as exc:

@@ -45,3 +45,11 @@ class NotFound(WoeError):
 
 class PromotionRefused(WoeError):
     """The database refused a promotion, rollback or deletion that model governance forbids."""
+
+
+class LockBusy(WoeError):
+    """A project lock (promotion, training, or a dataset's sources) stayed held longer than the bounded wait."""
+
+
+class GovernanceRefused(WoeError):
+    """The database refused to change governed data (an immutable model, the certification record)."""

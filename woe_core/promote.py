@@ -1,16 +1,20 @@
-"""Promotion (DESIGN §6): the preflight checklist, promote, roll back, history, delete.
+"""Promotion: the preflight checklist, promote, roll back, history, delete.
 
-Every rule lives in the database (``sql/V0006__governance.sql``), so a psql user
-gets the same answers as the app: ``ml.promote_woe_anchor_model`` is the only
-way to change the active model, serialised by an advisory lock, and refuses
-with SQLSTATE WP001 (``PromotionRefused``) or, for a missing or stale
-certification, WC001 (``CertificationRequired``). This module validates the
-inputs up front, calls those functions and translates their refusals.
+Every rule lives in the database (``sql/V0006__governance.sql`` and
+``sql/V0007__integrity.sql``), so a psql user gets the same answers as the app:
+``ml.promote_woe_anchor_model`` is the only way to change the active model,
+serialised by the project's promotion lock; it re-derives the model from the
+certified data (provenance), checks the artifact digest the reviewer saw, and
+refuses with SQLSTATE WP001 (``PromotionRefused``) or, for a missing or stale
+certification, WC001 (``CertificationRequired``). Rolling back is
+``ml.rollback_woe_anchor_model``. This module validates the inputs up front,
+calls those functions and translates their refusals.
 """
 
 from __future__ import annotations
 
-import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -21,21 +25,20 @@ from .db import frame, woe_errors
 from .errors import InvalidParameter, PromotionRefused
 from .identity import require_actor
 
-# The promotion lock of sql/V0006__governance.sql: the first 8 bytes of
-# sha256("woe_core.promotion") as a signed int64.
-PROMOTION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"woe_core.promotion").digest()[:8], "big", signed=True)
 MAX_REASON_CHARS = 2000
 MAX_HISTORY_ROWS = 100_000
 
-HISTORY_COLUMNS = ["promotion_id", "promoted_at", "actor", "from_model_key", "to_model_key", "reason", "db_user"]
+HISTORY_COLUMNS = ["promotion_id", "promoted_at", "actor", "from_model_key", "to_model_key", "reason", "db_user",
+                   "actor_identity", "artifact_sha256", "acknowledged_checks"]
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class Check:
     """One line of the promotion checklist: ``detail`` says what was found."""
 
-    name: str  # model_exists, schema_served, artifacts_complete, not_active, certification_fresh
-    passed: bool
+    name: str  # model_exists, schema_served, artifacts_complete, not_active, certification_fresh, provenance
+    passed: bool | None  # None: not evaluated yet (provenance is verified at promotion)
     detail: str
 
 
@@ -67,58 +70,51 @@ def preflight(engine: Engine, model_key: str) -> list[Check]:
     with woe_errors(), engine.connect() as conn:
         rows = conn.execute(sa.text(
             "SELECT check_name, passed, detail FROM ml.woe_anchor_promotion_preflight_v1(:k)"), {"k": key}).all()
-    return [Check(name, bool(passed), detail) for name, passed, detail in rows]
+    return [Check(name, None if passed is None else bool(passed), detail) for name, passed, detail in rows]
 
 
-def promote(engine: Engine, model_key: str, actor: str, reason: str) -> int:
+def promote(engine: Engine, model_key: str, actor: str, reason: str, *, expected_digest: str | None = None,
+            acknowledged: Sequence[str] = ()) -> int:
     """Make ``model_key`` the one active model and return the new history row's promotion_id.
 
     Atomic: the previous model is deactivated, the candidate activated and the
-    history row appended in one transaction, or nothing changes. Raises
-    ``InvalidParameter`` for a blank actor or reason, ``PromotionRefused`` naming
-    the model and the failed check, ``CertificationRequired`` when the data's
-    certification is missing, failed or stale.
+    history row appended in one transaction, or nothing changes. The database
+    first re-derives the model from the certified data (once per certification)
+    and refuses any difference; with ``expected_digest`` (the artifact digest the
+    reviewer saw) it also refuses a model whose artifacts differ from it.
+    ``acknowledged`` names the failed advisory checks the reviewer acknowledged;
+    the history records them. Raises ``InvalidParameter`` for a blank actor or
+    reason or a malformed digest, ``PromotionRefused`` naming the model and the
+    failed check, ``CertificationRequired`` when the data's certification is
+    missing, failed or stale, ``LockBusy`` when another promotion holds the lock
+    for longer than its bounded wait.
     """
     key = _model_key(model_key)
     who = require_actor(actor)
     why = _reason(reason)
+    if expected_digest is not None and (not isinstance(expected_digest, str) or not _DIGEST.match(expected_digest)):
+        raise InvalidParameter(f"expected_digest must be 64 lowercase hex digits, got {expected_digest!r}")
+    acks = [str(a) for a in acknowledged]
     with woe_errors(), engine.begin() as conn:
-        return int(conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, :a, :r)"),
-                                {"k": key, "a": who, "r": why}).scalar_one())
+        return int(conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, :a, :r, :d, CAST(:ack AS text[]))"),
+                                {"k": key, "a": who, "r": why, "d": expected_digest, "ack": acks}).scalar_one())
 
 
 def rollback(engine: Engine, actor: str, reason: str) -> str:
     """Promote the model that was active before the current one; return its key.
 
-    The model rolled back to is the ``from_model_key`` of the latest promotion,
-    read under the promotion lock so that no promotion slips in between. Rolling
-    back twice returns to where it started (each rollback is itself a promotion).
-    Raises ``PromotionRefused`` when no promotion is recorded, the latest one had
-    no previous model, or the active model is not the one the latest promotion
-    activated (it was switched outside the history), and as ``promote`` otherwise.
+    The database (``ml.rollback_woe_anchor_model``) reads the latest promotion
+    under the promotion lock and promotes its ``from_model_key`` with every check
+    of a promotion. Rolling back twice returns to where it started (each rollback
+    is itself a promotion). Raises ``PromotionRefused`` when no promotion is
+    recorded, the latest one had no previous model, or the active model is not
+    the one the latest promotion activated, and as ``promote`` otherwise.
     """
     who = require_actor(actor)
     why = _reason(reason)
     with woe_errors(), engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PROMOTION_LOCK_KEY})
-        latest = conn.execute(sa.text(
-            "SELECT promotion_id, from_model_key, to_model_key FROM ml.woe_anchor_promotions_v1 "
-            "ORDER BY promotion_id DESC LIMIT 1")).one_or_none()
-        if latest is None:
-            raise PromotionRefused("rollback refused: no promotion has been recorded, so there is no previous model")
-        if latest.from_model_key is None:
-            raise PromotionRefused(
-                f"rollback refused: the latest promotion (#{latest.promotion_id}, to {latest.to_model_key!r}) "
-                "had no previously active model to return to")
-        active = conn.execute(sa.text(
-            "SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active")).scalar_one_or_none()
-        if active != latest.to_model_key:
-            raise PromotionRefused(
-                f"rollback refused: the active model is {active!r}, not {latest.to_model_key!r} that the latest "
-                f"promotion (#{latest.promotion_id}) activated; promote the model you want explicitly")
-        conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, :a, :r)"),
-                     {"k": latest.from_model_key, "a": who, "r": why})
-        return latest.from_model_key
+        return str(conn.execute(sa.text("SELECT ml.rollback_woe_anchor_model(:a, :r)"),
+                                {"a": who, "r": why}).scalar_one())
 
 
 def history(engine: Engine, limit: int = 100) -> pd.DataFrame:

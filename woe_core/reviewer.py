@@ -10,7 +10,7 @@ database still applies its own (``ml.promote_woe_anchor_model``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -66,14 +66,20 @@ ADVISORY_CHECKS = frozenset({"metrics_vs_active"})  # shown to the reviewer, nev
 
 
 def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Check:
+    """Four-eyes on real identities (``ml.woe_identity_v1``): the model's registering login (or the
+    signed-in trainer, when that login vouches for sign-ins) against this connection's login (or
+    the signed-in reviewer, likewise). A declared ``--actor`` never satisfies it."""
     with engine.connect() as conn:
-        trainer = conn.execute(sa.text(
-            "SELECT created_by FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
-            {"k": model_key}).scalar_one_or_none()
-    if trainer is None:
+        row = conn.execute(sa.text(
+            "SELECT created_by, ml.woe_identity_v1(created_db_user, created_by) AS trainer, "
+            "ml.woe_identity_v1(session_user, :me) AS me "
+            "FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
+            {"k": model_key, "me": reviewer.name or ""}).one_or_none()
+    if row is None:
         raise NotFound(f"model {model_key!r} does not exist")
-    ok = (reviewer.name or "").strip().lower() != trainer.strip().lower()
-    return promote.Check("four_eyes", ok, f"trained by {trainer}, promoting as {reviewer.name}")
+    ok = row.trainer != row.me
+    return promote.Check("four_eyes", ok, f"trained by {row.trainer} (declared {row.created_by}), "
+                                          f"promoting as {row.me}")
 
 
 def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str) -> list[promote.Check]:
@@ -94,18 +100,24 @@ def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key:
 
 
 def blocking(checks: list[promote.Check]) -> list[str]:
-    """Names of the failed checks that stop a promotion."""
-    return [c.name for c in checks if not c.passed and c.name not in ADVISORY_CHECKS]
+    """Names of the failed checks that stop a promotion (a check not evaluated yet, ``passed is None``,
+    runs inside the promotion itself)."""
+    return [c.name for c in checks if c.passed is False and c.name not in ADVISORY_CHECKS]
 
 
-def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, reason: str) -> int:
-    """Promote ``model_key`` on behalf of ``reviewer`` after the app-level checks; returns the history id."""
+def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, reason: str, *,
+               expected_digest: str | None = None, acknowledged: Sequence[str] = ()) -> int:
+    """Promote ``model_key`` on behalf of ``reviewer`` after the app-level checks; returns the history id.
+
+    ``expected_digest`` is the artifact digest the reviewer's page showed; ``acknowledged`` the failed
+    advisory checks the reviewer acknowledged (recorded in the history)."""
     if not reviewer.can_promote or not reviewer.name:
         raise PromotionRefused(f"promotion of {model_key!r} refused: {reviewer.why_not or 'not allowed'}")
     if settings.four_eyes and not _four_eyes(engine, reviewer, model_key).passed:
-        raise PromotionRefused(f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} trained it, "
-                               "so another reviewer must promote it")
-    return promote.promote(engine, model_key, reviewer.name, reason)
+        raise PromotionRefused(f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} is the identity "
+                               "that trained it, so another reviewer must promote it")
+    return promote.promote(engine, model_key, reviewer.name, reason, expected_digest=expected_digest,
+                           acknowledged=acknowledged)
 
 
 def rollback_as(engine: Engine, reviewer: Reviewer, reason: str) -> str:

@@ -1,4 +1,4 @@
-"""Training (DESIGN §4): one call turns the certified feature stores into a candidate model.
+"""Training: one call turns the certified feature stores into a candidate model.
 
 Row-level work runs in PostgreSQL: rows are banded by the same SQL as live
 scoring (``ml.woe_anchor_bands_v1`` and ``ml.woe_band_present`` with each fold's
@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from . import metrics as M
 from . import woe_math
@@ -56,11 +57,12 @@ TRAINING_CODE_FILES = (
     "woe_core/bands.py",
     "sql/V0004__banding_and_live_scoring.sql",
     "sql/V0005__training.sql",
+    "sql/V0007__integrity.sql",
 )
 MAX_FOLDS = 50
-# pg_advisory_lock key serialising trainings: the first 8 bytes of
-# sha256("woe_core.training") as a signed int64.
-WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"woe_core.training").digest()[:8], "big", signed=True)
+# The row of ml.woe_anchor_locks_v1 serialising trainings, and how long a training waits for it.
+TRAINING_LOCK = "training"
+TRAINING_LOCK_WAIT = "10 minutes"
 MAX_KEY_SUFFIX = 999
 
 Progress = Callable[[str, float], None]
@@ -148,9 +150,9 @@ class TrainResult:
                 f"EVAL AUC {fmt(ev['auc'])}, log loss {fmt(ev['log_loss'])}, Brier {fmt(ev['brier'])}")
 
 
-_LABEL = """CASE WHEN b.sold_at IS NOT NULL AND b.sold_at <= b.t0 + interval '21 days' AND b.sold_at <= {asof} THEN 0
-                 WHEN b.t0 + interval '21 days' <= {asof}
-                      AND (b.sold_at IS NULL OR b.sold_at > b.t0 + interval '21 days') THEN 1 END"""
+# The label as of {asof} and the TRAIN weight, both SQL functions (ml.woe_slow21,
+# ml.woe_weight) that the database's provenance check uses too.
+_LABEL = "ml.woe_slow21(b.t0, b.sold_at, {asof})"
 
 # Band columns other than the presentation band, which depends on each model's cuts.
 _FIXED_BANDS = [(name, col) for name, col, _ in BANDS if name != "present"]
@@ -167,9 +169,7 @@ SELECT * FROM (
            (b.t0 < :cutoff) AS is_train,
            CASE WHEN b.t0 < :cutoff THEN {_LABEL.format(asof=':cutoff')}
                 ELSE {_LABEL.format(asof=':data_end')} END::smallint AS y,
-           CASE WHEN b.t0 < :cutoff
-                THEN power(0.5, least((date_part('epoch', CAST(:cutoff AS timestamptz)) - date_part('epoch', b.t0)) / 86400.0 / :h, 1000.0))
-                ELSE 1.0 END AS w,
+           CASE WHEN b.t0 < :cutoff THEN ml.woe_weight(b.t0, :cutoff, :h) ELSE 1.0 END AS w,
            {_SLOTS},
            b.presentation_score
       FROM ml.woe_anchor_bands_v1(:t1, :t2, :t3, :t4, 0, 0) AS b
@@ -276,21 +276,23 @@ def _one_training_at_a_time(engine: Engine, progress: Progress | None) -> Iterat
 
     Two overlapping trainings would deadlock attaching their score partitions, and
     two in the same second would race for one model key; serialising them (the
-    second waits, and says so) avoids both. The lock is a session-level advisory
-    lock on a connection of its own, so it is released if the process dies.
+    second waits, says so, and gives up after ``TRAINING_LOCK_WAIT``) avoids both.
+    The lock is a row of ``ml.woe_anchor_locks_v1`` that only the project's
+    function may lock, held by an open transaction on a connection of its own, so
+    it is released if the process dies and no outside login can hold it.
     """
-    with engine.connect() as lock_conn:
-        got = lock_conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": WRITE_LOCK_KEY}).scalar_one()
-        if not got:
+    take = sa.text("SELECT ml.woe_anchor_lock_v1(:lock, CAST(:wait AS interval))")
+    with woe_errors(), engine.connect() as lock_conn, lock_conn.begin():
+        try:
+            with lock_conn.begin_nested():
+                lock_conn.execute(take, {"lock": TRAINING_LOCK, "wait": "1 millisecond"})
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "WL001":
+                raise
             if progress:
                 progress("waiting for another training to finish", 0.0)
-            lock_conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": WRITE_LOCK_KEY})
-        lock_conn.commit()
-        try:
-            yield
-        finally:
-            lock_conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": WRITE_LOCK_KEY})
-            lock_conn.commit()
+            lock_conn.execute(take, {"lock": TRAINING_LOCK, "wait": TRAINING_LOCK_WAIT})
+        yield
 
 
 def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None) -> TrainResult:
