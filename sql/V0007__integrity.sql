@@ -55,7 +55,7 @@ CREATE TRIGGER break_glass_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE O
     FOR EACH STATEMENT EXECUTE FUNCTION audit.forbid_rewrite();
 
 CREATE FUNCTION audit.break_glass_active(p_model_key text) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT FROM audit.break_glass_log AS b
                     WHERE b.xact_id = pg_current_xact_id()
                       AND (b.model_key IS NULL OR b.model_key = p_model_key))
@@ -191,7 +191,7 @@ DROP FUNCTION ml.woe_anchor_guard_artifacts();
 DROP FUNCTION ml.woe_anchor_governance_bypass();
 
 CREATE FUNCTION ml.woe_anchor_registry_guard() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     unchanged ml.woe_anchor_model_registry_v1;
 BEGIN
@@ -247,7 +247,7 @@ CREATE TRIGGER woe_anchor_model_registry_v1_no_truncate BEFORE TRUNCATE ON ml.wo
 -- Cuts and maps: added only by the transaction that registers their model,
 -- never updated, deleted only with their model.
 CREATE FUNCTION ml.woe_anchor_artifact_guard() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     key text := CASE WHEN TG_OP = 'INSERT' THEN NEW.model_key ELSE OLD.model_key END;
 BEGIN
@@ -290,7 +290,7 @@ CREATE TRIGGER woe_anchor_map_v1_no_truncate BEFORE TRUNCATE ON ml.woe_anchor_ma
 -- band_value), as PostgreSQL text in UTC with shortest exact floats, joined by
 -- newlines. NULL when the model does not exist.
 CREATE FUNCTION ml.woe_anchor_artifact_digest_v1(p_model_key text) RETURNS text
-LANGUAGE sql STABLE SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET extra_float_digits = 1
+LANGUAGE sql STABLE SECURITY DEFINER SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET extra_float_digits = 1
 SET search_path = pg_catalog, pg_temp AS $$
     SELECT encode(sha256(convert_to(
                concat_ws(E'\n',
@@ -336,58 +336,39 @@ $$;
 -- Provenance: the certified data must produce the model.
 -- ---------------------------------------------------------------------------
 
--- Re-derives from the certified entrypoint what live scoring uses of model
--- p_model_key (final cuts, base rate and logit, the final map with its weighted
--- sums and counts) at the model's own cutoff, half-life, eps and thresholds,
--- and compares each with what is stored. One row per compared item; passed is
--- false where they differ by more than 1e-9 (relative to max(1, |value|)),
--- where a count differs, or where a band value is present on one side only.
-CREATE FUNCTION ml.woe_anchor_provenance_v1(p_model_key text)
-RETURNS TABLE (item text, stored text, derived text, passed boolean)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 AS $$
+-- Derives from the certified entrypoint what live scoring uses of a model with
+-- the given cutoff, half-life, eps and dsold thresholds: item 'c1' and 'c2'
+-- (final cuts; n is the number of rows they were learned from), 'base_rate',
+-- 'base_logit', and one 'map' row per band value seen (woe with its weighted
+-- sums and counts), exactly as training defines them.
+CREATE FUNCTION ml.woe_anchor_derive_v1(p_cutoff timestamptz, p_half_life double precision, p_eps double precision,
+                                        p_t1 double precision, p_t2 double precision, p_t3 double precision,
+                                        p_t4 double precision, p_band_schema_version integer DEFAULT 1)
+RETURNS TABLE (item text, band_name text, band_value text, value double precision,
+               w_pos double precision, w_neg double precision, n_pos bigint, n_neg bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    m        ml.woe_anchor_model_registry_v1;
-    q        double precision[];
-    n_cut    bigint;
-    sc       record;
-    cols     text;
+    q      double precision[];
+    n_cut  bigint;
+    cols   text;
 BEGIN
-    SELECT * INTO m FROM ml.woe_anchor_model_registry_v1 AS r WHERE r.model_key = p_model_key;
-    IF NOT FOUND THEN
-        item := 'model'; stored := NULL; derived := NULL; passed := false;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-
     SELECT percentile_cont(ARRAY[1::float8 / 3, 2::float8 / 3]) WITHIN GROUP (ORDER BY b.presentation_score),
            count(b.presentation_score)
       INTO q, n_cut
-      FROM ml.woe_anchor_bands_v1(m.dsold_t1, m.dsold_t2, m.dsold_t3, m.dsold_t4, 0, 0) AS b
-     WHERE b.t0 < m.train_cutoff_ts AND ml.woe_slow21(b.t0, b.sold_at, m.train_cutoff_ts) IS NOT NULL;
-    SELECT c.c1, c.c2, c.n_rows INTO sc FROM ml.woe_anchor_cuts_v1 AS c
-     WHERE c.model_key = p_model_key AND c.fold_id IS NULL;
-    item := 'final cuts c1'; stored := sc.c1::text; derived := q[1]::text;
-    passed := sc.c1 IS NOT NULL AND q[1] IS NOT NULL AND abs(sc.c1 - q[1]) <= 1e-9 * greatest(1, abs(q[1]));
-    RETURN NEXT;
-    item := 'final cuts c2'; stored := sc.c2::text; derived := q[2]::text;
-    passed := sc.c2 IS NOT NULL AND q[2] IS NOT NULL AND abs(sc.c2 - q[2]) <= 1e-9 * greatest(1, abs(q[2]));
-    RETURN NEXT;
-    item := 'final cuts n_rows'; stored := sc.n_rows::text; derived := n_cut::text;
-    passed := sc.n_rows IS NOT DISTINCT FROM n_cut;
-    RETURN NEXT;
+      FROM ml.woe_anchor_bands_v1(p_t1, p_t2, p_t3, p_t4, 0, 0) AS b
+     WHERE b.t0 < p_cutoff AND ml.woe_slow21(b.t0, b.sold_at, p_cutoff) IS NOT NULL;
+    RETURN QUERY SELECT 'c1', NULL::text, NULL::text, q[1], NULL::float8, NULL::float8, n_cut, NULL::bigint
+                 UNION ALL SELECT 'c2', NULL, NULL, q[2], NULL, NULL, n_cut, NULL;
     IF q IS NULL THEN
         RETURN;
     END IF;
-
     -- One pass: every TRAIN row's band values (with the derived cuts), labelled
     -- and weighted, summed per (band_name, band_value); the band columns come
-    -- from the band schema table, so this code names no band. Then the base
-    -- rate, the WOE of every value and the comparison with the stored map.
+    -- from the band schema table, so this code names no band.
     SELECT string_agg(format('(%L, r.%I)', v.band_name, v.band_column), ', ' ORDER BY v.band_name)
       INTO cols
-      FROM (SELECT DISTINCT band_name, band_column FROM ml.woe_anchor_band_values_v1
-             WHERE band_schema_version = m.band_schema_version) AS v;
+      FROM (SELECT DISTINCT bv.band_name, bv.band_column FROM ml.woe_anchor_band_values_v1 AS bv
+             WHERE bv.band_schema_version = p_band_schema_version) AS v;
     RETURN QUERY EXECUTE format($q$
         WITH sums AS (
             SELECT x.band_name, x.band_value,
@@ -402,30 +383,68 @@ BEGIN
         base AS (SELECT sum(s.w1) / nullif(sum(s.w1) + sum(s.w0), 0) AS p
                    FROM sums AS s WHERE s.band_name = (SELECT min(band_name) FROM sums)),
         fit AS (SELECT base.p, CASE WHEN base.p > 0 AND base.p < 1 THEN ln(base.p / (1 - base.p)) END AS logit
-                  FROM base),
-        derived AS (SELECT s.*, ln((s.w1 + $9 * f.p) / (s.w0 + $9 * (1 - f.p))) - f.logit AS woe
-                      FROM sums AS s CROSS JOIN fit AS f),
-        stored AS (SELECT * FROM ml.woe_anchor_map_v1 AS mp WHERE mp.model_key = $10 AND mp.fold_id IS NULL)
-        SELECT 'base_rate', $11::text, f.p::text, coalesce(abs($11 - f.p) <= 1e-9, false) FROM fit AS f
+                  FROM base)
+        SELECT 'base_rate', NULL::text, NULL::text, f.p, NULL::float8, NULL::float8, NULL::bigint, NULL::bigint
+          FROM fit AS f
         UNION ALL
-        SELECT 'base_logit', $12::text, f.logit::text,
-               coalesce(abs($12 - f.logit) <= 1e-9 * greatest(1, abs(f.logit)), false) FROM fit AS f
+        SELECT 'base_logit', NULL, NULL, f.logit, NULL, NULL, NULL, NULL FROM fit AS f
         UNION ALL
-        SELECT * FROM (
-            SELECT 'map ' || coalesce(st.band_name, d.band_name) || '=' || coalesce(st.band_value, d.band_value)
-                   || ' ' || c.what, c.s, c.d, c.ok
-              FROM stored AS st
-              FULL JOIN derived AS d ON d.band_name = st.band_name AND d.band_value = st.band_value
-             CROSS JOIN LATERAL (VALUES
-                 ('woe', st.woe::text, d.woe::text, coalesce(abs(st.woe - d.woe) <= 1e-9 * greatest(1, abs(d.woe)), false)),
-                 ('w_pos', st.w_pos::text, d.w1::text, coalesce(abs(st.w_pos - d.w1) <= 1e-9 * greatest(1, abs(d.w1)), false)),
-                 ('w_neg', st.w_neg::text, d.w0::text, coalesce(abs(st.w_neg - d.w0) <= 1e-9 * greatest(1, abs(d.w0)), false)),
-                 ('n_pos', st.n_pos::text, d.n1::text, coalesce(st.n_pos = d.n1, false)),
-                 ('n_neg', st.n_neg::text, d.n0::text, coalesce(st.n_neg = d.n0, false))) AS c (what, s, d, ok)
-             ORDER BY 1) AS map_rows
+        SELECT 'map', s.band_name, s.band_value, ln((s.w1 + $9 * f.p) / (s.w0 + $9 * (1 - f.p))) - f.logit,
+               s.w1, s.w0, s.n1, s.n0
+          FROM sums AS s CROSS JOIN fit AS f
         $q$, cols)
-    USING m.train_cutoff_ts, m.half_life_days, m.dsold_t1, m.dsold_t2, m.dsold_t3, m.dsold_t4, q[1], q[2],
-          m.eps, p_model_key, m.base_rate, m.base_logit;
+    USING p_cutoff, p_half_life, p_t1, p_t2, p_t3, p_t4, q[1], q[2], p_eps;
+END $$;
+COMMENT ON FUNCTION ml.woe_anchor_derive_v1(timestamptz, double precision, double precision, double precision,
+                                            double precision, double precision, double precision, integer) IS
+    'Final cuts, base rate/logit and final map that the certified entrypoint produces for these hyperparameters.';
+
+-- Compares what is stored for model p_model_key with what ml.woe_anchor_derive_v1
+-- derives at the model's own cutoff, half-life, eps and thresholds. One row per
+-- compared item; passed is false where they differ by more than 1e-9 (relative
+-- to max(1, |value|)), where a count differs, or where a band value is present
+-- on one side only.
+CREATE FUNCTION ml.woe_anchor_provenance_v1(p_model_key text)
+RETURNS TABLE (item text, stored text, derived text, passed boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 AS $$
+DECLARE
+    m  ml.woe_anchor_model_registry_v1;
+BEGIN
+    SELECT * INTO m FROM ml.woe_anchor_model_registry_v1 AS r WHERE r.model_key = p_model_key;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'model'::text, NULL::text, NULL::text, false;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH d AS (SELECT * FROM ml.woe_anchor_derive_v1(m.train_cutoff_ts, m.half_life_days, m.eps, m.dsold_t1,
+                                                    m.dsold_t2, m.dsold_t3, m.dsold_t4, m.band_schema_version)),
+         cuts AS (SELECT * FROM ml.woe_anchor_cuts_v1 AS c WHERE c.model_key = p_model_key AND c.fold_id IS NULL),
+         stored_map AS (SELECT * FROM ml.woe_anchor_map_v1 AS mp WHERE mp.model_key = p_model_key AND mp.fold_id IS NULL),
+         scalars (name, s, dv, exact) AS (
+             SELECT 'final cuts c1', (SELECT c1 FROM cuts), (SELECT value FROM d WHERE d.item = 'c1'), false
+             UNION ALL SELECT 'final cuts c2', (SELECT c2 FROM cuts), (SELECT value FROM d WHERE d.item = 'c2'), false
+             UNION ALL SELECT 'final cuts n_rows', (SELECT n_rows FROM cuts)::float8,
+                              (SELECT d.n_pos FROM d WHERE d.item = 'c1')::float8, true
+             UNION ALL SELECT 'base_rate', m.base_rate, (SELECT value FROM d WHERE d.item = 'base_rate'), false
+             UNION ALL SELECT 'base_logit', m.base_logit, (SELECT value FROM d WHERE d.item = 'base_logit'), false)
+    SELECT x.name, x.s::text, x.dv::text,
+           coalesce(CASE WHEN x.exact THEN x.s = x.dv ELSE abs(x.s - x.dv) <= 1e-9 * greatest(1, abs(x.dv)) END, false)
+      FROM scalars AS x
+    UNION ALL
+    SELECT * FROM (
+        SELECT 'map ' || coalesce(st.band_name, dm.band_name) || '=' || coalesce(st.band_value, dm.band_value)
+               || ' ' || c.what, c.s, c.dv, c.ok
+          FROM stored_map AS st
+          FULL JOIN (SELECT * FROM d WHERE d.item = 'map') AS dm
+                 ON dm.band_name = st.band_name AND dm.band_value = st.band_value
+         CROSS JOIN LATERAL (VALUES
+             ('woe', st.woe::text, dm.value::text, coalesce(abs(st.woe - dm.value) <= 1e-9 * greatest(1, abs(dm.value)), false)),
+             ('w_pos', st.w_pos::text, dm.w_pos::text, coalesce(abs(st.w_pos - dm.w_pos) <= 1e-9 * greatest(1, abs(dm.w_pos)), false)),
+             ('w_neg', st.w_neg::text, dm.w_neg::text, coalesce(abs(st.w_neg - dm.w_neg) <= 1e-9 * greatest(1, abs(dm.w_neg)), false)),
+             ('n_pos', st.n_pos::text, dm.n_pos::text, coalesce(st.n_pos = dm.n_pos, false)),
+             ('n_neg', st.n_neg::text, dm.n_neg::text, coalesce(st.n_neg = dm.n_neg, false))) AS c (what, s, dv, ok)
+         ORDER BY 1) AS map_rows;
 END $$;
 REVOKE EXECUTE ON FUNCTION ml.woe_anchor_provenance_v1(text) FROM PUBLIC;
 COMMENT ON FUNCTION ml.woe_anchor_provenance_v1(text) IS
@@ -643,13 +662,21 @@ DECLARE
     digest    text;
     fails     text[];
 BEGIN
-    IF p_actor IS NULL OR p_actor !~ '[^[:space:]]' OR length(p_actor) > 200 THEN
-        RAISE EXCEPTION 'promotion of model % refused: actor must be a non-empty name of at most 200 characters, got %',
-            quote_nullable(p_model_key), quote_nullable(left(p_actor, 40)) USING ERRCODE = 'WP001';
+    IF p_actor IS NULL OR p_actor !~ '[^[:space:]]' THEN
+        RAISE EXCEPTION 'promotion of model % refused: actor must be a non-empty name, got %',
+            quote_nullable(p_model_key), quote_nullable(p_actor) USING ERRCODE = 'WP001';
     END IF;
-    IF p_reason IS NULL OR p_reason !~ '[^[:space:]]' OR length(p_reason) > 2000 THEN
-        RAISE EXCEPTION 'promotion of model % refused: a reason of at most 2000 characters is required, got %',
-            quote_nullable(p_model_key), quote_nullable(left(p_reason, 40)) USING ERRCODE = 'WP001';
+    IF length(p_actor) > 200 THEN
+        RAISE EXCEPTION 'promotion of model % refused: actor must be at most 200 characters, got %',
+            quote_nullable(p_model_key), length(p_actor) USING ERRCODE = 'WP001';
+    END IF;
+    IF p_reason IS NULL OR p_reason !~ '[^[:space:]]' THEN
+        RAISE EXCEPTION 'promotion of model % refused: a reason is required, got %',
+            quote_nullable(p_model_key), quote_nullable(p_reason) USING ERRCODE = 'WP001';
+    END IF;
+    IF length(p_reason) > 2000 THEN
+        RAISE EXCEPTION 'promotion of model % refused: reason must be at most 2000 characters, got %',
+            quote_nullable(p_model_key), length(p_reason) USING ERRCODE = 'WP001';
     END IF;
     IF p_expected_digest IS NOT NULL AND p_expected_digest !~ '^[0-9a-f]{64}$' THEN
         RAISE EXCEPTION 'promotion of model % refused: expected digest must be 64 lowercase hex digits, got %',
@@ -1241,15 +1268,16 @@ BEGIN
                WHEN 'pg_rewrite'::regclass THEN (SELECT r.ev_class FROM pg_rewrite AS r WHERE r.oid = p_objid)
                WHEN 'pg_class'::regclass THEN p_objid END;
     INSERT INTO audit.dataset_changes AS c (dataset, changed_at)
-    SELECT DISTINCT s.dataset, clock_timestamp()
-      FROM audit.dataset_sources AS s
-     WHERE (s.classid = p_classid::regclass AND s.objid = p_objid)
-        OR (rel IS NOT NULL AND s.classid = 'pg_class'::regclass
-            AND (s.objid = rel
-                 OR s.objid IN (WITH RECURSIVE up(oid) AS (
-                                    SELECT i.inhparent FROM pg_inherits AS i WHERE i.inhrelid = rel
-                                    UNION SELECT i.inhparent FROM up JOIN pg_inherits AS i ON i.inhrelid = up.oid)
-                                SELECT oid FROM up)))
+    SELECT t.dataset, clock_timestamp()
+      FROM (SELECT DISTINCT s.dataset
+              FROM audit.dataset_sources AS s
+             WHERE (s.classid = p_classid::regclass AND s.objid = p_objid)
+                OR (rel IS NOT NULL AND s.classid = 'pg_class'::regclass
+                    AND (s.objid = rel
+                         OR s.objid IN (WITH RECURSIVE up(oid) AS (
+                                            SELECT i.inhparent FROM pg_inherits AS i WHERE i.inhrelid = rel
+                                            UNION SELECT i.inhparent FROM up JOIN pg_inherits AS i ON i.inhrelid = up.oid)
+                                        SELECT oid FROM up)))) AS t
     ON CONFLICT (dataset) DO UPDATE SET changed_at = greatest(c.changed_at, excluded.changed_at);
     IF rel = ANY (audit.governance_relations()::oid[]) THEN
         INSERT INTO audit.break_glass_log (reason) VALUES (format('DDL on %s: %s', rel::regclass, p_what));
@@ -1275,12 +1303,14 @@ BEGIN
     FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
         -- The dropped object is gone from the catalogs; match it by identity.
         INSERT INTO audit.dataset_changes AS c (dataset, changed_at)
-        SELECT DISTINCT s.dataset, clock_timestamp()
-          FROM audit.dataset_sources AS s
-         WHERE (s.classid = obj.classid::regclass AND s.objid = obj.objid)
-            OR (obj.object_type IN ('trigger', 'rule', 'table constraint')
-                AND obj.address_names[1] IS NOT NULL AND s.classid = 'pg_class'::regclass
-                AND s.identity = quote_ident(obj.address_names[1]) || '.' || quote_ident(obj.address_names[2]))
+        SELECT t.dataset, clock_timestamp()
+          FROM (SELECT DISTINCT s.dataset
+                  FROM audit.dataset_sources AS s
+                 WHERE (s.classid = obj.classid::regclass AND s.objid = obj.objid)
+                    OR (obj.object_type IN ('trigger', 'rule', 'table constraint')
+                        AND obj.address_names[1] IS NOT NULL AND s.classid = 'pg_class'::regclass
+                        AND s.identity = quote_ident(obj.address_names[1]) || '.' || quote_ident(obj.address_names[2]))
+               ) AS t
         ON CONFLICT (dataset) DO UPDATE SET changed_at = greatest(c.changed_at, excluded.changed_at);
     END LOOP;
 END $$;
@@ -1337,6 +1367,18 @@ BEGIN
     END IF;
 END $$;
 
+-- No SECURITY DEFINER function of the project is executable by PUBLIC: each
+-- role gets exactly the ones it needs from ml.grant_woe_anchor_roles().
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+              WHERE n.nspname IN ('ml', 'audit') AND p.prosecdef LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$;
+
 CREATE OR REPLACE FUNCTION ml.grant_woe_anchor_roles() RETURNS text[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1377,7 +1419,9 @@ BEGIN
             ml.delete_woe_anchor_model(text),
             ml.woe_anchor_scores_stage_v1(text), ml.woe_anchor_scores_attach_v1(text),
             ml.woe_anchor_lock_v1(text, interval), ml.woe_anchor_artifact_digest_v1(text),
-            ml.woe_identity_v1(text, text)
+            ml.woe_identity_v1(text, text),
+            ml.woe_anchor_derive_v1(timestamptz, double precision, double precision, double precision,
+                                    double precision, double precision, double precision, integer)
             TO woe_trainer;
         granted := granted || 'woe_trainer'::text;
     END IF;

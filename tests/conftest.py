@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.exc import DBAPIError
 
 from woe_core import db, migrations
 
@@ -143,3 +145,44 @@ def two_models(monkeypatch, certified_engine):
     monkeypatch.setenv("WOE_DATABASE_URL", certified_engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("WOE_ACTOR", "reviewer-1")
     return certified_engine, first, second
+
+
+@pytest.fixture
+def login(engine):
+    """Factory: ``login(group, *more)`` creates a LOGIN role in those groups and returns an engine connected as it."""
+    owner = engine
+    with owner.connect() as conn:
+        may_create = conn.execute(sa.text(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")).scalar_one()
+    if not may_create:
+        pytest.skip("the test database role has neither SUPERUSER nor CREATEROLE, so login roles cannot be created "
+                    "(WOE_TEST_DATABASE_URL points at a restricted role)")
+    made: list[tuple[str, sa.Engine]] = []
+
+    def make(group: str | None, *more: str) -> sa.Engine:
+        name = f"woe_t_{(group or 'nobody').removeprefix('woe_')}_{uuid.uuid4().hex[:12]}"
+        password = uuid.uuid4().hex
+        try:
+            with owner.begin() as conn:
+                raw = conn.connection.driver_connection
+                raw.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name),
+                                                                               sql.Literal(password)))
+                for g in (group, *more) if group else ():
+                    raw.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(g), sql.Identifier(name)))
+        except DBAPIError as exc:  # e.g. a CREATEROLE role without ADMIN OPTION on the group roles
+            pytest.skip(f"cannot create a test login in {group}: {exc.orig}")
+        engine = sa.create_engine(owner.url.set(username=name, password=password), poolclass=sa.pool.NullPool)
+        made.append((name, engine))
+        return engine
+
+    yield make
+    for name, engine in made:
+        engine.dispose()
+        with owner.begin() as conn:
+            raw = conn.connection.driver_connection
+            # REVOKE rather than DROP OWNED BY: a CREATEROLE (non-superuser) owner may revoke what it
+            # granted but not act as the login. The logins own nothing, so DROP ROLE then succeeds.
+            raw.execute(sql.SQL(
+                "REVOKE ALL ON ALL TABLES IN SCHEMA ml, audit FROM {0}; "
+                "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ml, audit FROM {0}; "
+                "REVOKE ALL ON SCHEMA ml, audit FROM {0}; DROP ROLE {0}").format(sql.Identifier(name)))

@@ -1,4 +1,4 @@
-"""Hand-written models for tests, and an independent Python reference of DESIGN §3.
+"""Hand-written models for tests, and an independent Python reference of the band schema.
 
 Nothing here imports woe_core's banding: the reference is written from the design
 text so that it can catch the SQL getting a boundary wrong.
@@ -43,13 +43,16 @@ def insert_model(conn, key: str, woe: dict, *, active: bool = False, base_logit:
                  cuts: tuple[float, float] = (0.45, 0.6), thresholds=(-0.15, -0.05, 0.05, 0.15)) -> None:
     """Register a hand-written model with final cuts and the final map ``woe``.
 
-    A fixture, not a promotion: it turns on the owner-only governance bypass of
-    sql/V0006__governance.sql (``woe.promoting``) for the rest of the caller's
-    transaction, so that ``active=True`` may write an active row without a
+    A fixture, not a promotion. With ``active=True`` it uses the owner's recorded
+    break-glass (a row in ``audit.break_glass_log``, for every model, in the
+    caller's transaction) so that it may write an active row without a
     certification or a history row, and the test may switch ``is_active`` by hand
-    in the same transaction. Code under test promotes through woe_core.promote.
+    in the same transaction. Such a model is hand-written, so promotion refuses
+    it (the certified data does not reproduce it); code under test promotes
+    models that training produced, through woe_core.promote.
     """
-    conn.execute(sa.text("SELECT set_config('woe.promoting', 'on', true)"))
+    if active:
+        break_glass(conn, "test fixture: a hand-written active model")
     base_rate = 1.0 / (1.0 + math.exp(-base_logit))
     conn.execute(sa.text(
         "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
@@ -63,6 +66,59 @@ def insert_model(conn, key: str, woe: dict, *, active: bool = False, base_logit:
         "INSERT INTO ml.woe_anchor_map_v1 (model_key, fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg) "
         "VALUES (:k, NULL, :b, :v, :w, 1, 1, 1, 1)"),
         [{"k": key, "b": b, "v": v, "w": w} for (b, v), w in woe.items()])
+
+
+DEFAULT_CUTOFF = "2026-08-01T00:00:00Z"
+
+
+def derived_model(conn, key: str, *, half_life: float = 60.0, eps: float = 1.0, cutoff: str = DEFAULT_CUTOFF,
+                  thresholds=(-0.15, -0.05, 0.05, 0.15), created_by: str = "test") -> None:
+    """Register the model that the certified data produces for these hyperparameters.
+
+    Its final cuts, base and final map come from the database's own derivation
+    (``ml.woe_anchor_derive_v1``, which promotion's provenance check compares
+    with), so it passes provenance like a trained model; it has no fold maps and
+    no scores. Distinct half-lives give distinct models, under keys the test chooses.
+    """
+    rows = conn.execute(sa.text(
+        "SELECT * FROM ml.woe_anchor_derive_v1(CAST(:c AS timestamptz), :h, :e, :t1, :t2, :t3, :t4)"),
+        {"c": cutoff, "h": half_life, "e": eps, "t1": thresholds[0], "t2": thresholds[1], "t3": thresholds[2],
+         "t4": thresholds[3]}).mappings().all()
+    one = {r["item"]: r for r in rows if r["item"] != "map"}
+    conn.execute(sa.text(
+        "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+        "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
+        "created_by) VALUES (:k, CAST(:c AS timestamptz), :h, :e, 5, 1, :sha, false, :br, :bl, :t1, :t2, :t3, :t4, "
+        ":by)"),
+        {"k": key, "c": cutoff, "h": half_life, "e": eps, "sha": "0" * 64, "br": one["base_rate"]["value"],
+         "bl": one["base_logit"]["value"], "t1": thresholds[0], "t2": thresholds[1], "t3": thresholds[2],
+         "t4": thresholds[3], "by": created_by})
+    conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 (model_key, fold_id, c1, c2, n_rows) "
+                         "VALUES (:k, NULL, :c1, :c2, :n)"),
+                 {"k": key, "c1": one["c1"]["value"], "c2": one["c2"]["value"], "n": one["c1"]["n_pos"]})
+    conn.execute(sa.text(
+        "INSERT INTO ml.woe_anchor_map_v1 (model_key, fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg) "
+        "VALUES (:k, NULL, :b, :v, :w, :w1, :w0, :n1, :n0)"),
+        [{"k": key, "b": r["band_name"], "v": r["band_value"], "w": r["value"], "w1": r["w_pos"], "w0": r["w_neg"],
+          "n1": r["n_pos"], "n0": r["n_neg"]} for r in rows if r["item"] == "map"])
+
+
+def backdated_certification(conn, dataset: str, age: str, passed: bool = True,
+                            checks: str = "[]") -> None:
+    """Record a certification ``age`` old: the owner's break-glass of switching off the stamp
+    trigger for one insert (the DDL is itself logged in audit.break_glass_log)."""
+    conn.execute(sa.text("ALTER TABLE audit.dataset_certifications DISABLE TRIGGER dataset_certifications_stamp"))
+    conn.execute(sa.text(
+        "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, passed, checks) "
+        "VALUES (:d, now() - CAST(:age AS interval), 't', :p, CAST(:c AS jsonb))"),
+        {"d": dataset, "age": age, "p": passed, "c": checks})
+    conn.execute(sa.text("ALTER TABLE audit.dataset_certifications ENABLE ALWAYS TRIGGER dataset_certifications_stamp"))
+
+
+def break_glass(conn, reason: str, model_key: str | None = None) -> None:
+    """The owner's documented break-glass: log why, then change governed rows in the same transaction."""
+    conn.execute(sa.text("INSERT INTO audit.break_glass_log (model_key, reason) VALUES (:k, :r)"),
+                 {"k": model_key, "r": reason})
 
 
 def _missing(x) -> bool:

@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from modelkit import handwritten_map, insert_model
+from modelkit import backdated_certification, handwritten_map, insert_model
 from woe_core import certify, score
 from woe_core.errors import CertificationRequired
 
@@ -48,9 +48,7 @@ def test_failed_certification_is_refused_naming_the_failed_check(with_model):
 
 def test_stale_certification_is_refused(with_model):
     with with_model.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, passed, checks) "
-            "VALUES (:d, now() - interval '25 hours', 't', true, '[]')"), {"d": DATASET})
+        backdated_certification(conn, DATASET, "25 hours")
     assert "is older than 24:00:00" in _refusal(with_model)
     certify.certify(with_model, "t")
     assert _guarded_count(with_model) > 0
@@ -62,7 +60,7 @@ def test_data_changed_after_certification_is_refused(with_model):
     with with_model.begin() as conn:
         conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships "
                              "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
-    assert "data changed at" in _refusal(with_model)
+    assert "data or definition changed at" in _refusal(with_model)
     certify.certify(with_model, "t")
     assert _guarded_count(with_model) > 0
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from modelkit import BAND_COLUMNS, handwritten_map, insert_model, reference_bands, sigmoid
+from modelkit import BAND_COLUMNS, break_glass, handwritten_map, insert_model, reference_bands, sigmoid
 from woe_core import score
 from woe_core.errors import InvalidParameter, NotFound
 
@@ -53,6 +53,7 @@ def test_bands_live_view_and_live_scores_follow_the_active_model(live):
         insert_model(conn, other, {k: -v for k, v in woe.items()}, base_logit=0.3, cuts=CUTS)
         live_keys = conn.execute(sa.text("SELECT DISTINCT model_key FROM ml.v_woe_anchor_bands_live_v1")).scalars().all()
         assert live_keys == [KEY]
+        break_glass(conn, "test: switch the active model by hand")
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false"))
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
                      {"k": other})

@@ -1,4 +1,4 @@
-"""Promotion (DESIGN §6): one atomic, serialised, audited way to change the active model."""
+"""Promotion: one atomic, serialised, audited way to change the active model."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from modelkit import VALUES, handwritten_map, insert_model
+from modelkit import VALUES, backdated_certification, break_glass, derived_model, handwritten_map, insert_model
 from woe_core import certify, promote, registry
 from woe_core.errors import CertificationRequired, InvalidParameter, PromotionRefused
 
 ENTRYPOINT = certify.ENTRYPOINT
-CHECKS = ["model_exists", "schema_served", "artifacts_complete", "not_active", "certification_fresh"]
+CHECKS = ["model_exists", "schema_served", "artifacts_complete", "not_active", "certification_fresh", "provenance"]
 THREAD_TIMEOUT_S = 60
 
 
@@ -23,9 +23,13 @@ def key(i: int) -> str:
 
 
 def add_candidates(engine, *keys: str, woe: dict | None = None) -> None:
+    """Models the certified data reproduces (distinct half-lives), or hand-written ones with ``woe``."""
     with engine.begin() as conn:
         for k in keys:
-            insert_model(conn, k, handwritten_map() if woe is None else woe)
+            if woe is None:
+                derived_model(conn, k, half_life=30.0 + int(k[-6:]))
+            else:
+                insert_model(conn, k, woe)
 
 
 def state(engine) -> tuple[list[tuple[str, bool]], list[tuple]]:
@@ -86,8 +90,12 @@ def test_preflight_of_a_complete_candidate_passes_every_check(certified_engine):
     add_candidates(certified_engine, key(1))
     checks = promote.preflight(certified_engine, key(1))
     assert [c.name for c in checks] == CHECKS
-    assert all(c.passed for c in checks), checks
+    assert all(c.passed for c in checks[:-1]), checks
+    assert checks[-1].passed is None and "not yet verified" in checks[-1].detail
     assert "every band of schema 1" in checks[2].detail and "no model is active" in checks[3].detail
+    assert registry.verify_provenance(certified_engine, key(1)) == []
+    checks = promote.preflight(certified_engine, key(1))
+    assert all(c.passed for c in checks) and "reproduces the model" in checks[-1].detail, checks
 
 
 def _missing_bands(engine):
@@ -98,12 +106,14 @@ def _missing_bands(engine):
 def _no_final_cuts(engine):
     add_candidates(engine, key(1))
     with engine.begin() as conn:
+        break_glass(conn, "test: remove the final cuts", key(1))
         conn.execute(sa.text("DELETE FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k"), {"k": key(1)})
 
 
 def _unserved_schema(engine):
     add_candidates(engine, key(1))
     with engine.begin() as conn:
+        break_glass(conn, "test: an unserved schema", key(1))
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET band_schema_version = 2 "
                              "WHERE model_key = :k"), {"k": key(1)})
 
@@ -117,10 +127,7 @@ def _already_active(engine):
 def _record_certification(engine, age: str, passed: bool = True):
     checks = "[]" if passed else '[{"name": "t0_safe", "passed": false}]'
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, passed, checks) "
-            "VALUES (:d, now() - CAST(:age AS interval), 't', :p, CAST(:c AS jsonb))"),
-            {"d": ENTRYPOINT, "age": age, "p": passed, "c": checks})
+        backdated_certification(conn, ENTRYPOINT, age, passed, checks)
 
 
 def _data_changed(engine):
@@ -151,7 +158,7 @@ REFUSALS = [
     ("failed_certification", lambda e: (add_candidates(e, key(1)), _record_certification(e, "1 hour", False)), False,
      "certification_fresh", CertificationRequired, "is not certified: its latest certification .* failed checks: t0_safe"),
     ("data_changed", _data_changed, True, "certification_fresh", CertificationRequired,
-     "is not certified: its data changed at"),
+     "is not certified: its data or definition changed at"),
 ]
 
 
@@ -165,7 +172,7 @@ def test_each_refusal_names_the_model_and_reason_and_changes_nothing(request, ca
     with pytest.raises(error, match=message):
         promote.promote(engine, key(1), "reviewer", "looks good")
     assert state(engine) == before
-    failed = [c for c in promote.preflight(engine, key(1)) if not c.passed]
+    failed = [c for c in promote.preflight(engine, key(1)) if c.passed is False]
     assert failed and check in [c.name for c in failed]
 
 
@@ -236,7 +243,7 @@ def test_direct_changes_of_is_active_are_refused_even_for_the_owner(certified_en
          "'t' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k1",
          "model 'tom_aft_v1_20260601_000009' cannot be registered as active: new models start inactive"),
         ("DELETE FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k1",
-         f"model '{key(1)}' cannot be deleted: it is the active model"),
+         f"model '{key(1)}' cannot be deleted directly: only ml.delete_woe_anchor_model deletes models"),
     ]
     for sql, message in statements:
         with pytest.raises(DBAPIError, match=message) as info, engine.begin() as conn:
@@ -245,21 +252,27 @@ def test_direct_changes_of_is_active_are_refused_even_for_the_owner(certified_en
     assert state(engine) == before
 
 
-def test_artifacts_of_promoted_models_cannot_change(certified_engine):
+def test_artifacts_of_every_model_are_immutable(certified_engine):
     engine = certified_engine
-    add_candidates(engine, key(1), key(2))
+    add_candidates(engine, key(1), key(2), key(3))
     promote.promote(engine, key(1), "t", "setup")
-    promote.promote(engine, key(2), "t", "setup")  # key(1) is now only in the history
-    for k in (key(1), key(2)):
-        for sql in ["DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'",
-                    "UPDATE ml.woe_anchor_map_v1 SET woe = 0 WHERE model_key = :k",
-                    "UPDATE ml.woe_anchor_cuts_v1 SET c1 = 0 WHERE model_key = :k",
-                    "DELETE FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k",
-                    "INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 7, 0.1, 0.2, 0)"]:
-            with pytest.raises(DBAPIError, match=f"of model '{k}' cannot change: it is the active model or appears "
-                                                 "in the promotion history"), engine.begin() as conn:
+    promote.promote(engine, key(2), "t", "setup")  # key(1) is now only in the history; key(3) a candidate
+    digests = {k: registry.artifact_digest(engine, k) for k in (key(1), key(2), key(3))}
+    for k in (key(1), key(2), key(3)):
+        for sql, message in [
+                ("DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'", "is immutable: DELETE"),
+                ("UPDATE ml.woe_anchor_map_v1 SET woe = 0 WHERE model_key = :k", "is immutable: UPDATE"),
+                ("UPDATE ml.woe_anchor_cuts_v1 SET c1 = 0 WHERE model_key = :k", "is immutable: UPDATE"),
+                ("DELETE FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k", "is immutable: DELETE"),
+                ("UPDATE ml.woe_anchor_model_registry_v1 SET base_logit = base_logit + 1 WHERE model_key = :k",
+                 "its registry row cannot change after registration"),
+                ("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 7, 0.1, 0.2, 0)",
+                 "can only be added in the transaction that registers the model")]:
+            with pytest.raises(DBAPIError, match=f"model '{k}' .*{message}") as info, engine.begin() as conn:
                 conn.execute(sa.text(sql), {"k": k})
-    assert all(c.passed for c in promote.preflight(engine, key(1)))
+            assert info.value.orig.sqlstate == "42501"
+    assert {k: registry.artifact_digest(engine, k) for k in digests} == digests
+    assert all(c.passed for c in promote.preflight(engine, key(1))[:3])
 
 
 def test_twenty_concurrent_promotions_serialise_into_one_history_chain(certified_engine):
@@ -357,23 +370,33 @@ def test_a_reader_never_sees_zero_or_two_active_models(certified_engine):
     assert done[0] >= 30 and len(chain(engine)) == done[0] + 1
 
 
-def _advisory_lock_rows(conn, granted: bool) -> list[int]:
-    high, low = divmod(promote.PROMOTION_LOCK_KEY % 2**64, 2**32)
-    return conn.execute(sa.text(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = :h AND objid::bigint = :l "
-        "AND objsubid = 1 AND granted = :g AND database = (SELECT oid FROM pg_database "
-        "WHERE datname = current_database())"), {"h": high, "l": low, "g": granted}).scalars().all()
+def _promotion_lock_held(engine) -> bool:
+    """True when another session holds the promotion lock (probed with a 10 ms bounded wait)."""
+    with engine.connect() as conn:
+        try:
+            conn.execute(sa.text("SELECT ml.woe_anchor_lock_v1('promotion', interval '10 milliseconds')"))
+            return False
+        except DBAPIError as exc:
+            assert exc.orig.sqlstate == "WL001", exc
+            return True
+        finally:
+            conn.rollback()
 
+
+def _lock_waiters(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+            "AND query LIKE '%promote_woe_anchor_model%'")).scalar_one()
 
 
 def _wait_until_a_promotion_waits(engine, message: str) -> None:
-    """Poll (up to 10 s) until some backend waits for the promotion advisory lock."""
+    """Poll (up to 10 s) until some backend waits for the promotion lock."""
     deadline = time.monotonic() + 10
-    with engine.connect() as conn:
-        while not _advisory_lock_rows(conn, granted=False) and time.monotonic() < deadline:
-            conn.rollback()
-            time.sleep(0.02)
-        assert _advisory_lock_rows(conn, granted=False), message
+    while not _lock_waiters(engine) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _lock_waiters(engine), message
+
 
 def _start_uncommitted_promotion(engine, model_key):
     """A connection that has run the promotion function but not committed; returns (engine, conn, pid)."""
@@ -398,15 +421,14 @@ def test_a_promotion_killed_before_commit_changes_nothing(certified_engine):
     promote.promote(engine, key(0), "t", "setup")
     before = state(engine)
     victim_engine, victim, pid = _start_uncommitted_promotion(engine, key(1))
+    assert _promotion_lock_held(engine), "the victim should hold the promotion lock"
     with engine.connect() as conn:
-        assert _advisory_lock_rows(conn, granted=True) == [pid], "the victim should hold the promotion lock"
         assert conn.execute(sa.text("SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active")
                             ).scalar_one() == key(0)
     _kill(engine, victim_engine, victim, pid)
     assert state(engine) == before
     assert registry.active_model_key(engine) == key(0)
-    with engine.connect() as conn:
-        assert _advisory_lock_rows(conn, granted=True) == []
+    assert not _promotion_lock_held(engine)
 
 
 def test_a_waiting_promotion_proceeds_when_the_lock_holder_is_killed(certified_engine):
@@ -448,7 +470,7 @@ def test_a_promotion_waits_for_a_concurrent_deletion_of_its_candidate_and_refuse
             outcome.append(exc)
 
     with deleter_engine.connect() as deleter:
-        deleter.execute(sa.text("DELETE FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"), {"k": key(1)})
+        deleter.execute(sa.text("SELECT ml.delete_woe_anchor_model(:k)"), {"k": key(1)})
         thread = threading.Thread(target=promoter, daemon=True)
         thread.start()
         _wait_until_a_promotion_waits(engine, "the promotion should wait for the deletion")
@@ -492,8 +514,8 @@ def test_rollback_is_refused_when_the_active_model_was_switched_outside_the_hist
     add_candidates(engine, key(1), key(2), key(3))
     promote.promote(engine, key(1), "t", "first")
     promote.promote(engine, key(2), "t", "second")
-    with engine.begin() as conn:  # the owner's break-glass: no history row
-        conn.execute(sa.text("SELECT set_config('woe.promoting', 'on', true)"))
+    with engine.begin() as conn:  # the owner's break-glass: no history row, a break-glass record instead
+        break_glass(conn, "test: switch the active model outside the history")
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false WHERE is_active"))
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
                      {"k": key(3)})
@@ -517,7 +539,7 @@ def test_deleting_a_candidate_removes_it_and_all_its_artifacts(certified_engine)
     add_candidates(engine, key(1), key(2))
     with engine.begin() as conn:
         # Artifacts are normally written with their model; the owner's break-glass adds one later here.
-        conn.execute(sa.text("SELECT set_config('woe.promoting', 'on', true)"))
+        break_glass(conn, "test: add fold cuts and scores", key(1))
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 0, 0.4, 0.5, 10)"), {"k": key(1)})
         if _scores_partitioned(conn):  # one partition per model, as training writes them
             conn.execute(sa.text(f'CREATE TABLE ml."{_partition(key(1))}" PARTITION OF ml.woe_anchor_scores_v1 '
@@ -526,7 +548,11 @@ def test_deleting_a_candidate_removes_it_and_all_its_artifacts(certified_engine)
             "INSERT INTO ml.woe_anchor_scores_v1 (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, "
             "p_slow21, slow21) SELECT :k, generation, listing_id, t0, 0, true, 0, 0.5, 1 "
             "FROM ml.socio_market_snapshots LIMIT 5"), {"k": key(1)})
-    assert _artifact_counts(engine, key(1)) == [1, 2, sum(map(len, VALUES.values())), 5]
+    with engine.connect() as conn:
+        n_map = conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_map_v1 WHERE model_key = :k"),
+                             {"k": key(1)}).scalar_one()
+    assert n_map == sum(map(len, VALUES.values())), "the demo data shows every band value"
+    assert _artifact_counts(engine, key(1)) == [1, 2, n_map, 5]
     promote.delete_candidate(engine, key(1))
     assert _artifact_counts(engine, key(1)) == [0, 0, 0, 0]
     assert _artifact_counts(engine, key(2))[0] == 1
@@ -589,4 +615,4 @@ def test_rows_cannot_be_added_to_a_model_registered_earlier(certified_engine):
         with pytest.raises(DBAPIError, match=f"rows of model '{key(1)}' can only be added in the transaction "
                                              "that registers the model"), certified_engine.begin() as conn:
             conn.execute(sa.text(sql), {"k": key(1)})
-    assert all(c.passed for c in promote.preflight(certified_engine, key(1)))
+    assert all(c.passed is not False for c in promote.preflight(certified_engine, key(1)))

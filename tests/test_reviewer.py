@@ -2,7 +2,7 @@
 
 import pytest
 
-from woe_core import registry, reviewer
+from woe_core import promote, registry, reviewer, train
 from woe_core.errors import PromotionRefused
 
 LOGIN = reviewer.Settings(login_configured=True, promoters=("pat@example.com",), four_eyes=False)
@@ -48,16 +48,42 @@ def test_refused_reviewer_changes_nothing(two_models):
     assert registry.active_model_key(engine) == first
 
 
-def test_four_eyes_rule(two_models):
-    engine, first, second = two_models  # second was trained by "bob"
+def _trained_by(engine, actor: str) -> str:
+    cutoff = train.default_cutoff(*train.data_window(engine)[:2])
+    return train.train(engine, train.TrainParams(cutoff, 45.0), actor).model_key
+
+
+def test_four_eyes_compares_signed_in_identities_behind_a_vouching_login(certified_engine, login):
+    """The app logs in as a member of woe_sso: its signed-in users are the identities."""
+    app = login("woe_trainer", "woe_promoter", "woe_sso")
     rules = reviewer.Settings(True, ("bob", "pat@example.com"), four_eyes=True)
+    model = _trained_by(app, "bob")
     bob = reviewer.reviewer_from({"is_logged_in": True, "name": "bob"}, rules)
-    with pytest.raises(PromotionRefused, match="four-eyes rule: bob trained it"):
-        reviewer.promote_as(engine, bob, rules, second, "my own model")
-    assert registry.active_model_key(engine) == first
+    with pytest.raises(PromotionRefused, match="four-eyes rule: bob is the identity that trained it"):
+        reviewer.promote_as(app, bob, rules, model, "my own model")
+    assert registry.active_model_key(certified_engine) is None
     pat = reviewer.reviewer_from({"is_logged_in": True, "email": "pat@example.com"}, rules)
-    reviewer.promote_as(engine, pat, rules, second, "reviewed by someone else")
-    assert registry.active_model_key(engine) == second
+    reviewer.promote_as(app, pat, rules, model, "reviewed by someone else")
+    assert registry.active_model_key(certified_engine) == model
+    assert promote.history(certified_engine)["actor_identity"].iloc[0] == "sso:pat@example.com"
+
+
+def test_a_declared_actor_cannot_satisfy_four_eyes(certified_engine, login):
+    """A login that does not vouch for sign-ins is one identity, whatever actor it declares."""
+    cli = login("woe_trainer", "woe_promoter")
+    rules = reviewer.Settings(False, (), four_eyes=True)
+    model = _trained_by(cli, "alice")  # declared as somebody else
+    pat = reviewer.Reviewer("pat", "local", True)
+    check = reviewer.checklist(cli, pat, rules, model)[-1]
+    assert check.name == "four_eyes" and check.passed is False
+    assert f"login:{cli.url.username}" in check.detail and "declared alice" in check.detail
+    with pytest.raises(PromotionRefused, match="four-eyes rule"):
+        reviewer.promote_as(cli, pat, rules, model, "someone else, I promise")
+    assert registry.active_model_key(certified_engine) is None
+    # Another login is another identity.
+    other = login("woe_promoter")
+    reviewer.promote_as(other, pat, rules, model, "a second login")
+    assert registry.active_model_key(certified_engine) == model
 
 
 def test_checklist_adds_advisory_metrics_and_a_blocking_four_eyes_check(two_models):
@@ -67,5 +93,5 @@ def test_checklist_adds_advisory_metrics_and_a_blocking_four_eyes_check(two_mode
     checks = {c.name: c for c in reviewer.checklist(engine, bob, rules, second)}
     assert {"model_exists", "artifacts_complete", "certification_fresh", "metrics_vs_active", "four_eyes"} <= set(checks)
     assert checks["metrics_vs_active"].detail.startswith("EVAL AUC ")
-    assert not checks["four_eyes"].passed and "trained by bob" in checks["four_eyes"].detail
+    assert not checks["four_eyes"].passed and "(declared bob)" in checks["four_eyes"].detail
     assert reviewer.blocking(list(checks.values())) == ["four_eyes"]

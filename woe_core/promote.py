@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .db import frame, woe_errors
-from .errors import InvalidParameter, PromotionRefused
+from .errors import InvalidParameter
 from .identity import require_actor
 
 MAX_REASON_CHARS = 2000
