@@ -348,9 +348,11 @@ RETURNS TABLE (item text, band_name text, band_value text, value double precisio
                w_pos double precision, w_neg double precision, n_pos bigint, n_neg bigint)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    q      double precision[];
-    n_cut  bigint;
-    cols   text;
+    q           double precision[];
+    n_cut       bigint;
+    sets        text;
+    name_expr   text;
+    value_expr  text;
 BEGIN
     SELECT percentile_cont(ARRAY[1::float8 / 3, 2::float8 / 3]) WITHIN GROUP (ORDER BY b.presentation_score),
            count(b.presentation_score)
@@ -363,23 +365,26 @@ BEGIN
         RETURN;
     END IF;
     -- One pass: every TRAIN row's band values (with the derived cuts), labelled
-    -- and weighted, summed per (band_name, band_value); the band columns come
-    -- from the band schema table, so this code names no band.
-    SELECT string_agg(format('(%L, r.%I)', v.band_name, v.band_column), ', ' ORDER BY v.band_name)
-      INTO cols
+    -- and weighted once (OFFSET 0 keeps the label and weight from being
+    -- recomputed per use), summed per band value by GROUPING SETS; the band
+    -- columns come from the band schema table, so this code names no band.
+    SELECT string_agg(format('(r.%I)', v.band_column), ', ' ORDER BY v.band_name),
+           'CASE ' || string_agg(format('WHEN GROUPING(r.%I) = 0 THEN %L', v.band_column, v.band_name), ' '
+                                 ORDER BY v.band_name) || ' END',
+           'coalesce(' || string_agg(format('r.%I', v.band_column), ', ' ORDER BY v.band_name) || ')'
+      INTO sets, name_expr, value_expr
       FROM (SELECT DISTINCT bv.band_name, bv.band_column FROM ml.woe_anchor_band_values_v1 AS bv
              WHERE bv.band_schema_version = p_band_schema_version) AS v;
     RETURN QUERY EXECUTE format($q$
         WITH sums AS (
-            SELECT x.band_name, x.band_value,
+            SELECT %s AS band_name, %s AS band_value,
                    coalesce(sum(r.w) FILTER (WHERE r.y = 1), 0) AS w1, coalesce(sum(r.w) FILTER (WHERE r.y = 0), 0) AS w0,
                    count(*) FILTER (WHERE r.y = 1) AS n1, count(*) FILTER (WHERE r.y = 0) AS n0
               FROM (SELECT b.*, ml.woe_slow21(b.t0, b.sold_at, $1) AS y, ml.woe_weight(b.t0, $1, $2) AS w
                       FROM ml.woe_anchor_bands_v1($3, $4, $5, $6, $7, $8) AS b
-                     WHERE b.t0 < $1) AS r
-             CROSS JOIN LATERAL (VALUES %s) AS x (band_name, band_value)
+                     WHERE b.t0 < $1 OFFSET 0) AS r
              WHERE r.y IS NOT NULL
-             GROUP BY 1, 2),
+             GROUP BY GROUPING SETS (%s)),
         base AS (SELECT sum(s.w1) / nullif(sum(s.w1) + sum(s.w0), 0) AS p
                    FROM sums AS s WHERE s.band_name = (SELECT min(band_name) FROM sums)),
         fit AS (SELECT base.p, CASE WHEN base.p > 0 AND base.p < 1 THEN ln(base.p / (1 - base.p)) END AS logit
@@ -392,7 +397,7 @@ BEGIN
         SELECT 'map', s.band_name, s.band_value, ln((s.w1 + $9 * f.p) / (s.w0 + $9 * (1 - f.p))) - f.logit,
                s.w1, s.w0, s.n1, s.n0
           FROM sums AS s CROSS JOIN fit AS f
-        $q$, cols)
+        $q$, name_expr, value_expr, sets)
     USING p_cutoff, p_half_life, p_t1, p_t2, p_t3, p_t4, q[1], q[2], p_eps;
 END $$;
 COMMENT ON FUNCTION ml.woe_anchor_derive_v1(timestamptz, double precision, double precision, double precision,

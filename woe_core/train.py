@@ -282,17 +282,20 @@ def _one_training_at_a_time(engine: Engine, progress: Progress | None) -> Iterat
     it is released if the process dies and no outside login can hold it.
     """
     take = sa.text("SELECT ml.woe_anchor_lock_v1(:lock, CAST(:wait AS interval))")
-    with woe_errors(), engine.connect() as lock_conn, lock_conn.begin():
+    with woe_errors(), engine.connect().execution_options(isolation_level="READ COMMITTED") as lock_conn:
         try:
-            with lock_conn.begin_nested():
-                lock_conn.execute(take, {"lock": TRAINING_LOCK, "wait": "1 millisecond"})
+            lock_conn.execute(take, {"lock": TRAINING_LOCK, "wait": "1 millisecond"})
         except DBAPIError as exc:
+            lock_conn.rollback()
             if getattr(exc.orig, "sqlstate", None) != "WL001":
                 raise
             if progress:
                 progress("waiting for another training to finish", 0.0)
             lock_conn.execute(take, {"lock": TRAINING_LOCK, "wait": TRAINING_LOCK_WAIT})
-        yield
+        try:
+            yield
+        finally:
+            lock_conn.rollback()  # ends the transaction that holds the lock
 
 
 def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None) -> TrainResult:
