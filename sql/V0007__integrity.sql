@@ -472,15 +472,18 @@ COMMENT ON TABLE ml.woe_anchor_provenance_checks_v1 IS
     'Outcome of each provenance re-derivation of a model against a certification (written by '
     'ml.woe_anchor_verify_provenance_v1).';
 
--- The latest passing certification id of the entrypoint, if fresh (else raises WC001).
-CREATE FUNCTION audit.fresh_certification_id(p_dataset text, p_max_age interval) RETURNS bigint
+-- The id of a dataset's latest certification when the guard would serve it
+-- (passed, younger than the dataset's max_age, data unchanged since); else the
+-- guard's WC001 refusal.
+CREATE FUNCTION audit.fresh_certification_id(p_dataset text) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM audit.require_certified_strict(p_dataset, p_max_age);
+    PERFORM audit.require_certified_strict(
+        p_dataset, coalesce((SELECT d.max_age FROM audit.certifiable_datasets AS d WHERE d.dataset = p_dataset),
+                            interval '0'));
     RETURN (SELECT c.certification_id FROM audit.dataset_certifications AS c WHERE c.dataset = p_dataset
              ORDER BY c.certified_at DESC, c.certification_id DESC LIMIT 1);
 END $$;
-REVOKE EXECUTE ON FUNCTION audit.fresh_certification_id(text, interval) FROM PUBLIC;
 
 -- Verifies a model's provenance against the current (fresh) certification,
 -- reusing a passing verification of the same artifacts under it; records and
@@ -488,7 +491,7 @@ REVOKE EXECUTE ON FUNCTION audit.fresh_certification_id(text, interval) FROM PUB
 CREATE FUNCTION ml.woe_anchor_verify_provenance_v1(p_model_key text) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    cert     bigint := audit.fresh_certification_id('ml.woe_anchor_feature_store_t0_v1_v', interval '24 hours');
+    cert     bigint := audit.fresh_certification_id('ml.woe_anchor_feature_store_t0_v1_v');
     digest   text := ml.woe_anchor_artifact_digest_v1(p_model_key);
     started  timestamptz := clock_timestamp();
     fails    text[];
@@ -610,10 +613,12 @@ BEGIN
 
     check_name := 'certification_fresh';
     BEGIN
-        cert := audit.fresh_certification_id('ml.woe_anchor_feature_store_t0_v1_v', interval '24 hours');
+        cert := audit.fresh_certification_id('ml.woe_anchor_feature_store_t0_v1_v');
         passed := true;
-        detail := format('ml.woe_anchor_feature_store_t0_v1_v has a passing certification (#%s) younger than 24 hours '
-                         'and its data has not changed since', cert);
+        detail := format('ml.woe_anchor_feature_store_t0_v1_v has a passing certification (#%s) younger than %s '
+                         'and its data has not changed since', cert,
+                         (SELECT d.max_age FROM audit.certifiable_datasets AS d
+                           WHERE d.dataset = 'ml.woe_anchor_feature_store_t0_v1_v'));
     EXCEPTION WHEN SQLSTATE 'WC001' THEN
         passed := false;
         detail := SQLERRM;
@@ -698,7 +703,7 @@ BEGIN
         END IF;
     END LOOP;
     BEGIN
-        PERFORM audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', interval '24 hours');
+        PERFORM audit.fresh_certification_id('ml.woe_anchor_feature_store_t0_v1_v');
     EXCEPTION WHEN SQLSTATE 'WC001' THEN
         GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
         RAISE EXCEPTION 'promotion of model % refused: %', quote_literal(p_model_key), SQLERRM
@@ -810,10 +815,14 @@ END $$;
 
 CREATE TABLE audit.certifiable_datasets (
     dataset      text PRIMARY KEY,
-    key_columns  text[] NOT NULL CHECK (cardinality(key_columns) > 0)
+    key_columns  text[] NOT NULL CHECK (cardinality(key_columns) > 0),
+    max_age      interval NOT NULL CHECK (max_age > interval '0')
 );
-COMMENT ON TABLE audit.certifiable_datasets IS 'Datasets audit.certify_dataset may certify, with their key columns.';
-INSERT INTO audit.certifiable_datasets VALUES ('ml.woe_anchor_feature_store_t0_v1_v', ARRAY['listing_id', 't0']);
+COMMENT ON TABLE audit.certifiable_datasets IS
+    'Datasets audit.certify_dataset may certify, with their key columns and how long a certification stays '
+    'fresh (the guarded views name the same age; a test checks that they agree).';
+INSERT INTO audit.certifiable_datasets VALUES ('ml.woe_anchor_feature_store_t0_v1_v', ARRAY['listing_id', 't0'],
+                                               interval '24 hours');
 
 -- The feature-store contract: every column each store must expose, with its type.
 CREATE TABLE audit.dataset_contract (
@@ -1424,7 +1433,7 @@ BEGIN
             ml.delete_woe_anchor_model(text),
             ml.woe_anchor_scores_stage_v1(text), ml.woe_anchor_scores_attach_v1(text),
             ml.woe_anchor_lock_v1(text, interval), ml.woe_anchor_artifact_digest_v1(text),
-            ml.woe_identity_v1(text, text),
+            ml.woe_identity_v1(text, text), audit.fresh_certification_id(text),
             ml.woe_anchor_derive_v1(timestamptz, double precision, double precision, double precision,
                                     double precision, double precision, double precision, integer)
             TO woe_trainer;
@@ -1440,7 +1449,8 @@ BEGIN
         REVOKE INSERT ON audit.dataset_certifications FROM woe_certifier;
         REVOKE EXECUTE ON FUNCTION audit.lock_dataset_sources(text) FROM woe_certifier;
         GRANT EXECUTE ON FUNCTION audit.certify_dataset(text, text), audit.dataset_sha256(text, text[]),
-                                  audit.require_certified_strict(text, interval), audit.contract_problems()
+                                  audit.require_certified_strict(text, interval), audit.contract_problems(),
+                                  audit.fresh_certification_id(text)
             TO woe_certifier;
         granted := granted || 'woe_certifier'::text;
     END IF;
@@ -1453,7 +1463,7 @@ BEGIN
                                   ml.woe_anchor_promotion_preflight_v1(text),
                                   ml.woe_anchor_verify_provenance_v1(text),
                                   ml.woe_anchor_artifact_digest_v1(text),
-                                  ml.woe_identity_v1(text, text)
+                                  ml.woe_identity_v1(text, text), audit.fresh_certification_id(text)
             TO woe_promoter;
         granted := granted || 'woe_promoter'::text;
     END IF;

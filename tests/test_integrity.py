@@ -473,3 +473,17 @@ def test_ddl_on_governance_tables_is_logged_as_break_glass(governed):
                                       "ORDER BY break_glass_id")).all()
     assert [tuple(r) for r in logged] == [
         ("DDL on ml.woe_anchor_map_v1: ALTER TABLE ml.woe_anchor_map_v1", True)] * 2
+
+
+def test_the_guarded_views_name_the_datasets_max_age(engine):
+    """The certification age is data (audit.certifiable_datasets); the views that name it must agree."""
+    with engine.connect() as conn:
+        max_age = conn.execute(sa.text("SELECT max_age::text FROM audit.certifiable_datasets WHERE dataset = :d"),
+                               {"d": DATASET}).scalar_one()
+        guarded = conn.execute(sa.text(
+            "SELECT c.oid::regclass::text, pg_get_viewdef(c.oid) FROM pg_class AS c "
+            "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'ml' AND c.relkind = 'v' AND pg_get_viewdef(c.oid) LIKE '%require_certified_strict%'")).all()
+    assert {name for name, _ in guarded} == {"ml.woe_anchor_scores_live_train_v", "ml.woe_anchor_scores_by_model_train_v"}
+    for name, definition in guarded:
+        assert f"require_certified_strict('{DATASET}'::text, '{max_age}'::interval)" in definition, (name, definition)

@@ -22,7 +22,6 @@ from .errors import InvalidParameter
 from .identity import require_actor
 
 ENTRYPOINT = "ml.woe_anchor_feature_store_t0_v1_v"
-MAX_AGE = timedelta(hours=24)
 
 
 # The datasets the database may certify (audit.certifiable_datasets); their row
@@ -93,7 +92,7 @@ class CertificationStatus:
     latest: Certification | None
     age: timedelta | None
     data_changed_at: datetime | None
-    max_age: timedelta = MAX_AGE
+    max_age: timedelta  # audit.certifiable_datasets.max_age: how long a certification stays fresh
 
     @property
     def fresh(self) -> bool:
@@ -139,9 +138,11 @@ def status(engine: Engine, dataset: str = ENTRYPOINT) -> CertificationStatus:
         ).one_or_none()
         changed = conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes WHERE dataset = :d"),
                                {"d": dataset}).scalar_one_or_none()
+        max_age = conn.execute(sa.text("SELECT max_age FROM audit.certifiable_datasets WHERE dataset = :d"),
+                               {"d": dataset}).scalar_one()
     if r is None:
-        return CertificationStatus(None, None, changed)
-    return CertificationStatus(_from_row(r), r.age, changed)
+        return CertificationStatus(None, None, changed, max_age)
+    return CertificationStatus(_from_row(r), r.age, changed, max_age)
 
 
 def history(engine: Engine, dataset: str = ENTRYPOINT, limit: int = 50) -> list[Certification]:

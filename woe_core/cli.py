@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    failed = [c for c in promote.preflight(engine, args.model_key) if not c.passed]
+    failed = [c for c in promote.preflight(engine, args.model_key) if c.passed is False]
     for check in failed:
         print(f"  FAIL {check.name}: {check.detail}", file=sys.stderr)
     promotion_id = promote.promote(engine, args.model_key, args.actor or local_actor(), args.reason)

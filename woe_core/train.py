@@ -42,7 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from . import metrics as M
 from . import woe_math
 from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
-from .certify import ENTRYPOINT, MAX_AGE
+from .certify import ENTRYPOINT
 from .contract import SOCIO_STORE
 from .db import PROJECT_ROOT, fetch_arrays, woe_errors
 from .errors import InvalidParameter, WoeError
@@ -303,8 +303,7 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
     timings: dict[str, float] = {}
     t = time.perf_counter()
     with woe_errors(), engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-        conn.execute(sa.text("SELECT audit.require_certified_strict(:d, CAST(:a AS interval))"),
-                     {"d": ENTRYPOINT, "a": f"{int(MAX_AGE.total_seconds())} seconds"})
+        conn.execute(sa.text("SELECT audit.fresh_certification_id(:d)"), {"d": ENTRYPOINT})
         t_min, t_max, data_end = _data_range(conn)
         if not t_min < p.train_cutoff_ts <= t_max:
             raise InvalidParameter(
