@@ -28,7 +28,7 @@ import pandas as pd
 
 from common import fresh_engine, load_certified
 from woe_core import db, woe_math
-from woe_core.bands import BAND_NAMES
+from woe_core.bands import BAND_NAMES, BANDS
 from woe_core.db import PROJECT_ROOT
 
 CUTOFF = datetime(2026, 7, 1, tzinfo=UTC)
@@ -40,13 +40,8 @@ def banded_train_rows(engine, model_key: str) -> dict[str, np.ndarray]:
     """The TRAIN rows of ``model_key`` with their final-model band slots, fold, label and weight."""
     if not re.fullmatch(r"tom_aft_v1_[0-9]{8}_[0-9]{6}(_[0-9]{1,3})?", model_key):
         raise SystemExit(f"unexpected model key {model_key!r} from the CLI")  # COPY takes no parameters
-    slot_cols = ", ".join(
-        f"ml.woe_slot_{name}(b.{col})::int2 AS s_{name}" for name, col in [
-            ("dsold", "dsold_band"), ("trust", "trust_tier"), ("ship", "ship_band"), ("sale", "sale_band"),
-            ("cond", "cond_band"), ("dmg", "dmg_ai_band"), ("bat", "bat_band"), ("present", "presentation_band"),
-            ("vdmg", "vdmg_band"), ("acc", "accessories_band")])
-    sql = (f"SELECT s.fold_id::int2 AS fold, s.slow21 AS y, "
-           f"power(0.5, (date_part('epoch', r.train_cutoff_ts) - date_part('epoch', s.t0)) / 86400.0 / r.half_life_days) AS w, "
+    slot_cols = ", ".join(f"ml.woe_slot_{name}(b.{col})::int2 AS s_{name}" for name, col, _ in BANDS)
+    sql = (f"SELECT s.fold_id::int2 AS fold, s.slow21 AS y, ml.woe_weight(s.t0, r.train_cutoff_ts, r.half_life_days) AS w, "
            f"{slot_cols} FROM ml.woe_anchor_scores_v1 s "
            f"JOIN ml.woe_anchor_model_registry_v1 r USING (model_key) "
            f"JOIN ml.v_woe_anchor_bands_by_model_v1 b ON b.model_key = s.model_key AND b.listing_id = s.listing_id "

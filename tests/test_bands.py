@@ -1,9 +1,13 @@
-"""Every band boundary of DESIGN §3 through the SQL banding, table-driven."""
+"""Every band boundary through the SQL banding, table-driven; every copy of the band schema agrees."""
 
 import math
+import re
 
 import pytest
 import sqlalchemy as sa
+
+from modelkit import VALUES
+from woe_core import bands, demo
 
 T = (-0.15, -0.05, 0.05, 0.15)
 
@@ -111,3 +115,49 @@ def test_fold_function_matches_python_and_keeps_listings_together(engine):
                            {"ids": ids}).scalars().all()
     assert got == [int(fold_of(i, 5)) for i in ids]
     assert all(0 <= f < 5 for f in got)
+
+
+# Every copy of the band schema agrees with the database's table ml.woe_anchor_band_values_v1.
+
+
+def _schema(engine) -> list[tuple[str, str, str, int]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT band_name, band_column, band_value, slot FROM ml.woe_anchor_band_values_v1 "
+            "WHERE band_schema_version = :v ORDER BY slot"), {"v": bands.BAND_SCHEMA_VERSION})]
+
+
+def test_python_band_schema_matches_the_database(engine):
+    schema = _schema(engine)
+    assert [(b, c) for b, c, _ in bands.BANDS] == list(dict.fromkeys((b, c) for b, c, _, _ in schema))
+    assert {b: list(v) for b, v in bands.BAND_VALUES.items()} == {
+        b: [v for name, _, v, _ in schema if name == b] for b in bands.BAND_NAMES}
+    assert [s for *_, s in schema] == list(range(1, len(schema) + 1))
+
+
+def test_every_slot_function_returns_the_tables_slot(engine):
+    """The slot functions carry offsets of their own; a drifted one would score a row with another band's WOE."""
+    with engine.connect() as conn:
+        for band, _, value, slot in _schema(engine):
+            got = conn.execute(sa.text(f"SELECT ml.woe_slot_{band}(:v), ml.woe_slot_{band}('no such value')"),
+                               {"v": value}).one()
+            assert tuple(got) == (slot, None), (band, value)
+
+
+def test_the_map_tables_band_name_check_lists_the_schemas_bands(engine):
+    with engine.connect() as conn:
+        check = conn.execute(sa.text(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'ml.woe_anchor_map_v1'::regclass "
+            "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%band_name%'")).scalar_one()
+    listed = re.findall(r"'([a-z]+)'::text", check)
+    assert sorted(listed) == sorted(bands.BAND_NAMES)
+
+
+def test_the_demo_ground_truth_and_the_test_reference_use_the_schemas_values(engine):
+    schema = _schema(engine)
+    values = {b: sorted(v for name, _, v, _ in schema if name == b) for b in bands.BAND_NAMES}
+    assert {b: sorted(effects) for b, effects in demo.GROUND_TRUTH.items() if b in values} == values
+    assert {b: sorted(v) for b, v in VALUES.items()} == values
+    with engine.connect() as conn:
+        known = set(conn.execute(sa.text("SELECT generation FROM ml.woe_known_generations")).scalars())
+    assert set(demo.GENERATIONS) <= known
