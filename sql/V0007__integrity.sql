@@ -44,8 +44,12 @@ CREATE TABLE audit.break_glass_log (
     db_user         text NOT NULL DEFAULT session_user,
     xact_id         xid8 NOT NULL DEFAULT pg_current_xact_id(),
     model_key       text,
-    reason          text NOT NULL CHECK (reason ~ '[^[:space:]]')
+    reason          text NOT NULL CHECK (reason ~ '[^[:space:]]'),
+    is_bypass       boolean NOT NULL DEFAULT true
 );
+COMMENT ON COLUMN audit.break_glass_log.is_bypass IS
+    'true: the owner''s deliberate bypass (allows governed changes in its transaction); false: DDL logged by the '
+    'event trigger, a record only.';
 COMMENT ON TABLE audit.break_glass_log IS
     'Owner-only record of every deliberate bypass of governance (model_key NULL: not about one model) and of '
     'every DDL on a governance table. A governed change is allowed in the transaction that logged it. Append-only.';
@@ -57,7 +61,7 @@ CREATE TRIGGER break_glass_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE O
 CREATE FUNCTION audit.break_glass_active(p_model_key text) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT FROM audit.break_glass_log AS b
-                    WHERE b.xact_id = pg_current_xact_id()
+                    WHERE b.xact_id = pg_current_xact_id() AND b.is_bypass
                       AND (b.model_key IS NULL OR b.model_key = p_model_key))
 $$;
 
@@ -280,6 +284,32 @@ CREATE TRIGGER woe_anchor_cuts_v1_no_truncate BEFORE TRUNCATE ON ml.woe_anchor_c
     FOR EACH STATEMENT EXECUTE FUNCTION audit.forbid_rewrite();
 CREATE TRIGGER woe_anchor_map_v1_no_truncate BEFORE TRUNCATE ON ml.woe_anchor_map_v1
     FOR EACH STATEMENT EXECUTE FUNCTION audit.forbid_rewrite();
+
+-- Score partitions, like cuts and maps, belong to the transaction that registers
+-- their model: attaching one to a model registered earlier is refused.
+CREATE OR REPLACE FUNCTION ml.woe_anchor_scores_attach_v1(p_model_key text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part text := ml.woe_anchor_scores_partition_name(p_model_key);
+    n    bigint;
+BEGIN
+    IF to_regclass('ml.' || quote_ident(part)) IS NULL THEN
+        RAISE EXCEPTION 'no staged score table for model %: call ml.woe_anchor_scores_stage_v1 first', p_model_key
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    IF NOT EXISTS (SELECT FROM ml.woe_anchor_model_registry_v1 AS r
+                    WHERE r.model_key = p_model_key AND r.registered_xact = pg_current_xact_id()) THEN
+        RAISE EXCEPTION 'scores of model % can only be attached in the transaction that registers the model',
+            quote_literal(p_model_key) USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    EXECUTE format('REVOKE ALL ON ml.%I FROM %I', part, session_user);
+    EXECUTE format('ALTER TABLE ml.%I ADD PRIMARY KEY (model_key, generation, listing_id, t0)', part);
+    EXECUTE format('ALTER TABLE ml.woe_anchor_scores_v1 ATTACH PARTITION ml.%I FOR VALUES IN (%L)', part, p_model_key);
+    EXECUTE format('SELECT count(*) FROM ml.%I', part) INTO n;
+    RETURN n;
+END $$;
 
 -- ---------------------------------------------------------------------------
 -- Artifact digest: what a reviewer saw is what gets promoted.
@@ -721,6 +751,8 @@ BEGIN
             USING ERRCODE = 'WP001', DETAIL = array_to_string(fails, E'\n');
     END IF;
 
+    -- The data may not have changed while it was being re-derived.
+    PERFORM audit.fresh_certification_id('ml.woe_anchor_feature_store_t0_v1_v');
     SELECT r.model_key INTO previous FROM ml.woe_anchor_model_registry_v1 AS r WHERE r.is_active;
     INSERT INTO ml.woe_anchor_promotions_v1 (actor, from_model_key, to_model_key, reason, artifact_sha256,
                                              acknowledged_checks, actor_identity)
@@ -1294,7 +1326,7 @@ BEGIN
                                         SELECT oid FROM up)))) AS t
     ON CONFLICT (dataset) DO UPDATE SET changed_at = greatest(c.changed_at, excluded.changed_at);
     IF rel = ANY (audit.governance_relations()::oid[]) THEN
-        INSERT INTO audit.break_glass_log (reason) VALUES (format('DDL on %s: %s', rel::regclass, p_what));
+        INSERT INTO audit.break_glass_log (reason, is_bypass) VALUES (format('DDL on %s: %s', rel::regclass, p_what), false);
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION audit.note_source_ddl(oid, oid, text) FROM PUBLIC;

@@ -487,3 +487,25 @@ def test_the_guarded_views_name_the_datasets_max_age(engine):
     assert {name for name, _ in guarded} == {"ml.woe_anchor_scores_live_train_v", "ml.woe_anchor_scores_by_model_train_v"}
     for name, definition in guarded:
         assert f"require_certified_strict('{DATASET}'::text, '{max_age}'::interval)" in definition, (name, definition)
+
+
+def test_scores_cannot_be_attached_to_a_model_registered_earlier(governed, login):
+    trainer = login("woe_trainer")
+    with pytest.raises(DBAPIError, match=f"scores of model '{KEY_B}' can only be attached in the transaction that "
+                                         "registers the model") as info, trainer.begin() as conn:
+        table = conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1(:k)"), {"k": KEY_B}).scalar_one()
+        conn.execute(sa.text(f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, "
+                             "woe_logit, p_slow21, slow21) VALUES (:k, 'iphone_13', 1, now(), 0, true, 9, 1, 1)"),
+                     {"k": KEY_B})
+        conn.execute(sa.text("SELECT ml.woe_anchor_scores_attach_v1(:k)"), {"k": KEY_B})
+    assert info.value.orig.sqlstate == DENIED
+
+
+def test_ddl_records_do_not_open_the_break_glass(governed):
+    """A DDL record is written by the event trigger, not by a person: it allows nothing."""
+    with governed.begin() as conn:
+        conn.execute(sa.text("COMMENT ON TABLE ml.woe_anchor_map_v1 IS 'maps'"))
+        assert conn.execute(sa.text("SELECT count(*) FROM audit.break_glass_log WHERE NOT is_bypass "
+                                    "AND xact_id = pg_current_xact_id()")).scalar_one() == 1
+        with pytest.raises(DBAPIError, match="is immutable"):
+            conn.execute(sa.text("UPDATE ml.woe_anchor_map_v1 SET woe = 0 WHERE model_key = :k"), {"k": KEY_B})
