@@ -1292,14 +1292,16 @@ END $$;
 -- ---------------------------------------------------------------------------
 
 -- Governance tables whose DDL is written to audit.break_glass_log.
-CREATE FUNCTION audit.governance_relations() RETURNS regclass[]
+CREATE FUNCTION audit.governance_relations() RETURNS oid[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT ARRAY['ml.woe_anchor_model_registry_v1', 'ml.woe_anchor_cuts_v1', 'ml.woe_anchor_map_v1',
-                 'ml.woe_anchor_promotions_v1', 'ml.woe_anchor_model_deletions_v1', 'ml.woe_anchor_locks_v1',
-                 'ml.woe_anchor_provenance_checks_v1', 'audit.dataset_certifications', 'audit.dataset_changes',
-                 'audit.break_glass_log', 'audit.certifiable_datasets', 'audit.dataset_row_checks',
-                 'audit.dataset_contract', 'audit.dataset_sources', 'ml.woe_anchor_band_values_v1',
-                 'ml.woe_known_generations']::regclass[]
+    -- to_regclass: a dropped table must not make every later DDL fail.
+    SELECT coalesce(array_agg(to_regclass(n)::oid) FILTER (WHERE to_regclass(n) IS NOT NULL), '{}')
+      FROM unnest(ARRAY['ml.woe_anchor_model_registry_v1', 'ml.woe_anchor_cuts_v1', 'ml.woe_anchor_map_v1',
+                        'ml.woe_anchor_promotions_v1', 'ml.woe_anchor_model_deletions_v1', 'ml.woe_anchor_locks_v1',
+                        'ml.woe_anchor_provenance_checks_v1', 'audit.dataset_certifications', 'audit.dataset_changes',
+                        'audit.break_glass_log', 'audit.certifiable_datasets', 'audit.dataset_row_checks',
+                        'audit.dataset_contract', 'audit.dataset_sources', 'ml.woe_anchor_band_values_v1',
+                        'ml.woe_known_generations']) AS n
 $$;
 
 -- Marks every dataset whose sources an object belongs to as changed now.
@@ -1325,7 +1327,7 @@ BEGIN
                                             UNION SELECT i.inhparent FROM up JOIN pg_inherits AS i ON i.inhrelid = up.oid)
                                         SELECT oid FROM up)))) AS t
     ON CONFLICT (dataset) DO UPDATE SET changed_at = greatest(c.changed_at, excluded.changed_at);
-    IF rel = ANY (audit.governance_relations()::oid[]) THEN
+    IF rel = ANY (audit.governance_relations()) THEN
         INSERT INTO audit.break_glass_log (reason, is_bypass) VALUES (format('DDL on %s: %s', rel::regclass, p_what), false);
     END IF;
 END $$;
