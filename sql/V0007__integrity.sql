@@ -1025,14 +1025,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
           FROM (VALUES ('woe_dataset_ddl'), ('woe_dataset_drop')) AS e (name)
          WHERE NOT EXISTS (SELECT FROM pg_event_trigger AS t WHERE t.evtname = e.name AND t.evtenabled = 'A')
         UNION ALL
-        SELECT format('table %s has no change trigger firing always for INSERT, UPDATE, DELETE and TRUNCATE '
-                      '(owner: SELECT audit.track_dataset_sources(%L))', s.identity, p_dataset)
+        SELECT format('table %s has no change trigger firing always for %s '
+                      '(owner: SELECT audit.track_dataset_sources(%L))', s.identity, w.what, p_dataset)
           FROM audit.dataset_source_objects(p_dataset) AS s
+         CROSS JOIN (VALUES (61, 60, 'INSERT, UPDATE, DELETE and TRUNCATE statements'),
+                            (29, 29, 'rows applied by logical replication')) AS w (mask, bits, what)
          WHERE s.kind IN ('r', 'p')
            AND NOT EXISTS (SELECT FROM pg_trigger AS t
                             WHERE t.tgrelid = s.objid AND t.tgenabled = 'A'
                               AND t.tgfoid = 'audit.note_dataset_change()'::regprocedure
-                              AND (t.tgtype & 60) = 60)  -- INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
+                              AND (t.tgtype & w.mask) = w.bits)  -- ROW 1, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32
         UNION ALL
         SELECT format('%s %s: changes to it cannot be tracked', CASE s.kind WHEN 'f' THEN 'foreign table'
                                                                            ELSE 'relation' END, s.identity)
@@ -1074,7 +1076,15 @@ BEGIN
             EXECUTE format('CREATE TRIGGER woe_dataset_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
                            'FOR EACH STATEMENT EXECUTE FUNCTION audit.note_dataset_change(%L)', s.identity, p_dataset);
         END IF;
+        -- Logical replication's apply worker fires row triggers only (and runs with
+        -- session_replication_role = replica): this one records what it applies.
+        IF NOT EXISTS (SELECT FROM pg_trigger AS t WHERE t.tgrelid = s.objid AND t.tgname = 'woe_dataset_replicated') THEN
+            EXECUTE format('CREATE TRIGGER woe_dataset_replicated AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW '
+                           'WHEN (pg_catalog.current_setting(''session_replication_role'') = ''replica'') '
+                           'EXECUTE FUNCTION audit.note_dataset_change(%L)', s.identity, p_dataset);
+        END IF;
         EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER woe_dataset_changed', s.identity);
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER woe_dataset_replicated', s.identity);
         done := done || s.identity;
     END LOOP;
     RETURN done;

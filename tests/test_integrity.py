@@ -127,7 +127,8 @@ SILENT_CHANGES = {
     "disabled_triggers": [
         "ALTER TABLE ml.socio_market_snapshots DISABLE TRIGGER ALL",
         f"UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE (listing_id, t0) = {_FIRST}",
-        "ALTER TABLE ml.socio_market_snapshots ENABLE ALWAYS TRIGGER woe_dataset_changed"],
+        "ALTER TABLE ml.socio_market_snapshots ENABLE ALWAYS TRIGGER woe_dataset_changed",
+        "ALTER TABLE ml.socio_market_snapshots ENABLE ALWAYS TRIGGER woe_dataset_replicated"],
     "dropped_trigger": [
         "DROP TRIGGER woe_dataset_changed ON ml.iphone_image_features",
         "UPDATE ml.iphone_image_features SET n_photos = 1"],
@@ -166,6 +167,25 @@ def test_every_change_to_certified_data_or_its_definition_invalidates_it(governe
         cert = certify.certify(governed, "t")
     assert cert.passed, cert.summary()
     assert guarded_rows(governed) > 0
+
+
+def test_rows_applied_as_by_logical_replication_are_recorded_by_the_row_trigger(governed):
+    """The apply worker of logical replication fires row triggers only, with session_replication_role = replica."""
+    with governed.connect() as conn:  # rolled back at the end
+        before = conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes")).scalar_one()
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(sa.text("ALTER TABLE ml.socio_market_snapshots DISABLE TRIGGER woe_dataset_changed"))
+        stamp = conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes")).scalar_one()
+        assert stamp > before  # the DDL itself is a recorded change; now only the row trigger is left
+        conn.execute(sa.text(f"UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE (listing_id, t0) = {_FIRST}"))
+        assert conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes")).scalar_one() > stamp
+        conn.rollback()
+    with governed.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER woe_dataset_replicated ON ml.socio_market_snapshots"))
+    cert = certify.certify(governed, "t")
+    assert [c.name for c in cert.failed_checks] == ["change_tracking"]
+    assert "has no change trigger firing always for rows applied by logical replication" in \
+        cert.failed_checks[0].description
 
 
 def test_a_view_calling_a_function_that_reads_untracked_data_cannot_certify(governed):
