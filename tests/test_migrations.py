@@ -1,4 +1,5 @@
 import shutil
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -101,3 +102,18 @@ def test_applied_script_missing_from_code_is_refused(empty_engine, tmp_path):
     (sql_dir / "V9001__extra.sql").unlink()
     with pytest.raises(MigrationError, match="V9001__extra.sql was applied.*missing"):
         migrations.migrate(empty_engine, sql_dir)
+
+
+def test_a_held_migration_lock_fails_with_a_clear_message_instead_of_hanging(engine, monkeypatch):
+    monkeypatch.setattr(migrations, "LOCK_WAIT_S", 1)
+    holder = engine.connect()
+    try:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": migrations.LOCK_KEY})
+        started = time.monotonic()
+        with pytest.raises(MigrationError, match="another session has held the migration lock .* for 1 s"):
+            migrations.migrate(engine)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": migrations.LOCK_KEY})
+        holder.close()
+    assert migrations.migrate(engine) == []  # free again: nothing pending

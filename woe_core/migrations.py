@@ -16,6 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from .db import PROJECT_ROOT
 from .errors import MigrationError
@@ -24,6 +25,7 @@ SQL_DIR = PROJECT_ROOT / "sql"
 FILENAME_RE = re.compile(r"^V(?P<version>\d{4})__(?P<name>[a-z0-9]+(?:_[a-z0-9]+)*)\.sql$")
 # pg_advisory_lock key: the first 8 bytes of sha256("woe_core.migrations"), as a signed int64.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"woe_core.migrations").digest()[:8], "big", signed=True)
+LOCK_WAIT_S = 60
 
 LEDGER_DDL = """
 CREATE SCHEMA IF NOT EXISTS audit;
@@ -79,7 +81,20 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[Migration]:
     by_version = {m.version: m for m in migrations}
     applied_now: list[Migration] = []
     with engine.connect() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+        # Bounded: a session holding the key (a stuck runner, or any login) makes this fail
+        # with a clear message instead of hanging the app's start.
+        try:
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": f"{LOCK_WAIT_S}s"})
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            raise MigrationError(
+                f"another session has held the migration lock (advisory key {LOCK_KEY}) for {LOCK_WAIT_S} s; "
+                "wait for the other migration to finish, or end that session") from None
+        finally:
+            conn.rollback()
+            conn.execute(sa.text("RESET lock_timeout"))
         conn.commit()
         try:
             with conn.begin():
