@@ -65,6 +65,35 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                       AND (b.model_key IS NULL OR b.model_key = p_model_key))
 $$;
 
+-- Governance functions decide on what is committed now: a REPEATABLE READ or
+-- SERIALIZABLE transaction would check data and models as of a snapshot taken
+-- before its locks, so they refuse to run in one.
+CREATE FUNCTION audit.require_read_committed(p_what text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '% must run in a READ COMMITTED transaction, not %: a snapshot taken before its locks '
+                        'could check data or models that have changed since', p_what,
+                        upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+END $$;
+
+-- True when the current call stack contains the given PL/pgSQL function (its
+-- signature as PostgreSQL prints it): lets a trigger accept rows written by
+-- that function only. Faking the stack needs a function created for it, and
+-- every CREATE FUNCTION is recorded in audit.break_glass_log.
+CREATE FUNCTION audit.called_from(p_function text) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ctx text;
+BEGIN
+    GET DIAGNOSTICS ctx = PG_CONTEXT;
+    RETURN EXISTS (SELECT FROM regexp_split_to_table(ctx, E'\n') AS line
+                    WHERE line ~ ('^PL/pgSQL function ' || regexp_replace(p_function, '([.()\[\]])', '\\\1', 'g')
+                                  || ' line [0-9]+ at '));
+END $$;
+
 ALTER TABLE ml.woe_anchor_promotions_v1
     ADD COLUMN xact_id xid8,
     ADD COLUMN artifact_sha256 text CHECK (artifact_sha256 ~ '^[0-9a-f]{64}$'),
@@ -144,7 +173,16 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION ml.woe_anchor_lock_v1(text, interval) FROM PUBLIC;
 COMMENT ON FUNCTION ml.woe_anchor_lock_v1(text, interval) IS
-    'Locks one of ml.woe_anchor_locks_v1 until commit, waiting at most p_wait (SQLSTATE WL001 after that).';
+    'Locks one of ml.woe_anchor_locks_v1 until commit, waiting at most p_wait (SQLSTATE WL001 after that). '
+    'Granted to nobody: the promotion functions take the promotion lock themselves.';
+
+-- The one lock a client takes itself: trainers serialise their trainings.
+CREATE FUNCTION ml.woe_anchor_training_lock_v1(p_wait interval) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ml.woe_anchor_lock_v1('training', p_wait)
+$$;
+COMMENT ON FUNCTION ml.woe_anchor_training_lock_v1(interval) IS
+    'Takes the training lock until commit, waiting at most p_wait (WL001 after that).';
 
 -- ---------------------------------------------------------------------------
 -- Real identities.
@@ -200,6 +238,10 @@ DECLARE
     unchanged ml.woe_anchor_model_registry_v1;
 BEGIN
     IF TG_OP = 'INSERT' THEN
+        IF EXISTS (SELECT FROM ml.woe_anchor_model_deletions_v1 AS d WHERE d.model_key = NEW.model_key) THEN
+            RAISE EXCEPTION 'model key % belonged to a deleted model: model keys are never reused',
+                quote_literal(NEW.model_key) USING ERRCODE = 'insufficient_privilege';
+        END IF;
         NEW.created_at := clock_timestamp();
         NEW.created_db_user := session_user;
         NEW.registered_xact := pg_current_xact_id();
@@ -457,8 +499,10 @@ BEGIN
          cuts AS (SELECT * FROM ml.woe_anchor_cuts_v1 AS c WHERE c.model_key = p_model_key AND c.fold_id IS NULL),
          stored_map AS (SELECT * FROM ml.woe_anchor_map_v1 AS mp WHERE mp.model_key = p_model_key AND mp.fold_id IS NULL),
          scalars (name, s, dv, exact) AS (
-             SELECT 'final cuts c1', (SELECT c1 FROM cuts), (SELECT value FROM d WHERE d.item = 'c1'), false
-             UNION ALL SELECT 'final cuts c2', (SELECT c2 FROM cuts), (SELECT value FROM d WHERE d.item = 'c2'), false
+             -- Cuts are exact percentiles of the same rows: compared exactly, since live
+             -- banding uses the stored ones and a nudged cut would move rows between bands.
+             SELECT 'final cuts c1', (SELECT c1 FROM cuts), (SELECT value FROM d WHERE d.item = 'c1'), true
+             UNION ALL SELECT 'final cuts c2', (SELECT c2 FROM cuts), (SELECT value FROM d WHERE d.item = 'c2'), true
              UNION ALL SELECT 'final cuts n_rows', (SELECT n_rows FROM cuts)::float8,
                               (SELECT d.n_pos FROM d WHERE d.item = 'c1')::float8, true
              UNION ALL SELECT 'base_rate', m.base_rate, (SELECT value FROM d WHERE d.item = 'base_rate'), false
@@ -486,8 +530,8 @@ COMMENT ON FUNCTION ml.woe_anchor_provenance_v1(text) IS
     'Re-derives a model''s final cuts, base rate/logit and final map from the certified entrypoint and compares '
     'them with the stored artifacts (tolerance 1e-9); one row per compared item.';
 
--- Verified provenance, once per (model, certification): promotion re-derives
--- only when no passing verification exists under the current certification.
+-- Recorded provenance verifications, for the promotion checklist. Promotion
+-- itself never trusts them: it re-derives every time.
 CREATE TABLE ml.woe_anchor_provenance_checks_v1 (
     model_key         text NOT NULL REFERENCES ml.woe_anchor_model_registry_v1 (model_key) ON DELETE CASCADE,
     certification_id  bigint NOT NULL REFERENCES audit.dataset_certifications (certification_id),
@@ -529,11 +573,7 @@ BEGIN
     IF digest IS NULL THEN
         RAISE EXCEPTION 'model % does not exist', quote_nullable(p_model_key) USING ERRCODE = 'WP001';
     END IF;
-    IF EXISTS (SELECT FROM ml.woe_anchor_provenance_checks_v1 AS v
-                WHERE v.model_key = p_model_key AND v.certification_id = cert
-                  AND v.artifact_sha256 = digest AND v.passed) THEN
-        RETURN '{}';
-    END IF;
+    PERFORM audit.require_read_committed('provenance verification');
     SELECT coalesce(array_agg(format('%s: stored %s, derived %s', pv.item, coalesce(pv.stored, 'none'),
                                      coalesce(pv.derived, 'none')) ORDER BY pv.item), '{}')
       INTO fails
@@ -546,8 +586,8 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION ml.woe_anchor_verify_provenance_v1(text) FROM PUBLIC;
 COMMENT ON FUNCTION ml.woe_anchor_verify_provenance_v1(text) IS
-    'Re-derives the model from the freshly certified data (once per certification and digest); returns the '
-    'differences, empty when the data produces exactly this model.';
+    'Re-derives the model from the freshly certified data and records the outcome (the preflight shows the latest); '
+    'returns the differences, empty when the data produces exactly this model. Promotion always re-derives.';
 
 -- ---------------------------------------------------------------------------
 -- Preflight, promotion, rollback and deletion.
@@ -723,6 +763,7 @@ BEGIN
             quote_nullable(p_model_key), quote_literal(left(p_expected_digest, 70)) USING ERRCODE = 'WP001';
     END IF;
 
+    PERFORM audit.require_read_committed('promotion');
     PERFORM ml.woe_anchor_lock_v1('promotion');
 
     FOR c IN SELECT * FROM ml.woe_anchor_promotion_preflight_v1(p_model_key) AS f
@@ -739,6 +780,13 @@ BEGIN
         RAISE EXCEPTION 'promotion of model % refused: %', quote_literal(p_model_key), SQLERRM
             USING ERRCODE = 'WC001', HINT = hint;
     END;
+    IF (SELECT s.four_eyes FROM ml.woe_anchor_governance_settings_v1 AS s)
+       AND ml.woe_identity_v1(session_user, p_actor) = (SELECT ml.woe_identity_v1(r.created_db_user, r.created_by)
+                                                          FROM ml.woe_anchor_model_registry_v1 AS r
+                                                         WHERE r.model_key = p_model_key) THEN
+        RAISE EXCEPTION 'promotion of model % refused: four-eyes: % registered it, so another identity must promote it',
+            quote_literal(p_model_key), ml.woe_identity_v1(session_user, p_actor) USING ERRCODE = 'WP001';
+    END IF;
     digest := ml.woe_anchor_artifact_digest_v1(p_model_key);
     IF p_expected_digest IS NOT NULL AND digest IS DISTINCT FROM p_expected_digest THEN
         RAISE EXCEPTION 'promotion of model % refused: its artifact digest is %, not % that the reviewer saw',
@@ -781,6 +829,7 @@ DECLARE
     latest  record;
     active  text;
 BEGIN
+    PERFORM audit.require_read_committed('rollback');
     PERFORM ml.woe_anchor_lock_v1('promotion');
     SELECT p.promotion_id, p.from_model_key, p.to_model_key INTO latest
       FROM ml.woe_anchor_promotions_v1 AS p ORDER BY p.promotion_id DESC LIMIT 1;
@@ -813,7 +862,11 @@ DECLARE
     used  bigint;
     part  regclass;
 BEGIN
+    PERFORM audit.require_read_committed('deleting a model');
     PERFORM ml.woe_anchor_lock_v1('promotion');
+    -- Bounded: a session holding a lock on the model's score partition (any login can, through
+    -- pg_partition_tree) makes the deletion fail instead of holding the promotion lock forever.
+    PERFORM set_config('lock_timeout', '5s', true);
     SELECT r.is_active INTO m FROM ml.woe_anchor_model_registry_v1 AS r WHERE r.model_key = p_model_key;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'model % cannot be deleted: it does not exist', quote_nullable(p_model_key)
@@ -837,7 +890,13 @@ BEGIN
                   FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
                  WHERE i.inhparent = 'ml.woe_anchor_scores_v1'::regclass
                    AND c.relname = 'woe_anchor_scores_v1__' || p_model_key LOOP
-        EXECUTE format('DROP TABLE %s', part);
+        BEGIN
+            EXECUTE format('DROP TABLE %s', part);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION 'model % cannot be deleted now: another session has held a lock on its scores (%) '
+                            'for 5 s', quote_literal(p_model_key), part
+                USING ERRCODE = 'WL001', HINT = 'Try again when that session has finished.';
+        END;
     END LOOP;
 END $$;
 
@@ -999,6 +1058,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                    AND d.refclassid IN ('pg_class'::regclass, 'pg_proc'::regclass)
                    AND NOT (d.refclassid = 'pg_class'::regclass AND d.refobjid = deps.objid)
                 UNION ALL
+                SELECT 'pg_proc'::regclass, o.oprcode::oid  -- the function behind an operator
+                  FROM pg_rewrite AS r
+                  JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                                     AND d.refclassid = 'pg_operator'::regclass
+                  JOIN pg_operator AS o ON o.oid = d.refobjid
+                 WHERE deps.classid = 'pg_class'::regclass AND r.ev_class = deps.objid
+                UNION ALL
                 SELECT 'pg_class'::regclass, i.inhrelid
                   FROM pg_inherits AS i
                  WHERE deps.classid = 'pg_class'::regclass AND i.inhparent = deps.objid) AS x
@@ -1041,10 +1107,14 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
           FROM audit.dataset_source_objects(p_dataset) AS s
          WHERE s.kind NOT IN ('r', 'p', 'v', 'm', 'function')
         UNION ALL
-        SELECT format('function %s is not IMMUTABLE: what it reads cannot be tracked', s.identity)
+        -- A function may read anything (an IMMUTABLE label is only a promise), so
+        -- only PostgreSQL's own IMMUTABLE functions may appear in a dataset's views.
+        SELECT format('function %s is %s: what it reads cannot be tracked', s.identity,
+                      CASE WHEN p.pronamespace <> 'pg_catalog'::regnamespace THEN 'user-defined'
+                           ELSE 'not IMMUTABLE' END)
           FROM audit.dataset_source_objects(p_dataset) AS s
           JOIN pg_proc AS p ON s.kind = 'function' AND p.oid = s.objid
-         WHERE p.provolatile <> 'i'
+         WHERE p.provolatile <> 'i' OR p.pronamespace <> 'pg_catalog'::regnamespace
     ) AS problems
 $$;
 REVOKE EXECUTE ON FUNCTION audit.dataset_tracking_problems(text) FROM PUBLIC;
@@ -1186,6 +1256,7 @@ BEGIN
         RAISE EXCEPTION 'actor must be a non-empty name of at most 200 characters, got %', quote_nullable(left(p_actor, 40))
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM audit.require_read_committed('certification');
     SELECT * INTO spec FROM audit.certifiable_datasets AS d WHERE d.dataset = p_dataset;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown dataset %; certifiable datasets: %', quote_nullable(p_dataset),
@@ -1278,7 +1349,7 @@ BEGIN
               WHERE NOT (e ->> 'passed')::boolean)
             USING ERRCODE = 'WC001', HINT = 'Fix the data, then certify again: python -m woe_core certify';
     END IF;
-    IF latest.certified_at <= now() - p_max_age THEN
+    IF latest.certified_at <= clock_timestamp() - p_max_age THEN
         RAISE EXCEPTION 'dataset % is not certified: its latest certification (#% at %) is older than %',
             p_dataset, latest.certification_id, latest.certified_at, p_max_age
             USING ERRCODE = 'WC001', HINT = 'Certify it again: python -m woe_core certify';
@@ -1300,19 +1371,6 @@ END $$;
 -- ---------------------------------------------------------------------------
 -- DDL tracking: event triggers (creating them needs a superuser).
 -- ---------------------------------------------------------------------------
-
--- Governance tables whose DDL is written to audit.break_glass_log.
-CREATE FUNCTION audit.governance_relations() RETURNS oid[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    -- to_regclass: a dropped table must not make every later DDL fail.
-    SELECT coalesce(array_agg(to_regclass(n)::oid) FILTER (WHERE to_regclass(n) IS NOT NULL), '{}')
-      FROM unnest(ARRAY['ml.woe_anchor_model_registry_v1', 'ml.woe_anchor_cuts_v1', 'ml.woe_anchor_map_v1',
-                        'ml.woe_anchor_promotions_v1', 'ml.woe_anchor_model_deletions_v1', 'ml.woe_anchor_locks_v1',
-                        'ml.woe_anchor_provenance_checks_v1', 'audit.dataset_certifications', 'audit.dataset_changes',
-                        'audit.break_glass_log', 'audit.certifiable_datasets', 'audit.dataset_row_checks',
-                        'audit.dataset_contract', 'audit.dataset_sources', 'ml.woe_anchor_band_values_v1',
-                        'ml.woe_known_generations']) AS n
-$$;
 
 -- Marks every dataset whose sources an object belongs to as changed now.
 CREATE FUNCTION audit.note_source_ddl(p_classid oid, p_objid oid, p_what text) RETURNS void
@@ -1337,8 +1395,15 @@ BEGIN
                                             UNION SELECT i.inhparent FROM up JOIN pg_inherits AS i ON i.inhrelid = up.oid)
                                         SELECT oid FROM up)))) AS t
     ON CONFLICT (dataset) DO UPDATE SET changed_at = greatest(c.changed_at, excluded.changed_at);
-    IF rel = ANY (audit.governance_relations()) THEN
-        INSERT INTO audit.break_glass_log (reason, is_bypass) VALUES (format('DDL on %s: %s', rel::regclass, p_what), false);
+    -- A record, never a bypass: any function created or replaced anywhere (a
+    -- function can change scores, checks or what a call stack shows), and any
+    -- DDL on the project's schemas except the score partitions training attaches.
+    IF p_classid = 'pg_proc'::regclass
+       OR EXISTS (SELECT FROM pg_class AS c
+                   WHERE c.oid = rel AND c.relnamespace IN ('ml'::regnamespace, 'audit'::regnamespace)
+                     AND c.relname !~ '^woe_anchor_scores_v1') THEN
+        INSERT INTO audit.break_glass_log (reason, is_bypass)
+        VALUES (format('DDL on %s: %s', coalesce(rel::regclass::text, p_what), p_what), false);
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION audit.note_source_ddl(oid, oid, text) FROM PUBLIC;
@@ -1391,6 +1456,87 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION audit.install_change_tracking() FROM PUBLIC;
 
+
+-- Four-eyes for every client: when on, promotion refuses a model whose
+-- registering identity is the promoter's (ml.woe_identity_v1).
+CREATE TABLE ml.woe_anchor_governance_settings_v1 (
+    one_row    boolean PRIMARY KEY DEFAULT true CHECK (one_row),
+    four_eyes  boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE ml.woe_anchor_governance_settings_v1 IS
+    'Governance settings (one row). four_eyes: promotion refuses the identity that registered the model.';
+INSERT INTO ml.woe_anchor_governance_settings_v1 DEFAULT VALUES;
+
+-- audit.dataset_changes only moves forward, stamped by the database's clock.
+CREATE FUNCTION audit.dataset_changes_stamp() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.dataset IS DISTINCT FROM OLD.dataset THEN
+        RAISE EXCEPTION 'audit.dataset_changes rows keep their dataset' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    NEW.changed_at := clock_timestamp();
+    RETURN NEW;
+END $$;
+CREATE TRIGGER dataset_changes_stamp BEFORE INSERT OR UPDATE ON audit.dataset_changes
+    FOR EACH ROW EXECUTE FUNCTION audit.dataset_changes_stamp();
+CREATE TRIGGER dataset_changes_keep BEFORE DELETE OR TRUNCATE ON audit.dataset_changes
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.forbid_rewrite();
+
+-- Configuration (band schema, checks, contract, generations, datasets, locks,
+-- settings) changes only in a transaction that broke the glass for every model.
+CREATE FUNCTION audit.configuration_guard() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT audit.break_glass_active(NULL) THEN
+        RAISE EXCEPTION '% is governance configuration: % needs a break-glass record in the same transaction',
+            TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'INSERT INTO audit.break_glass_log (reason) VALUES (''why'') first, in the same transaction.';
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Rows that only one function writes: a certification only by audit.certify_dataset,
+-- a provenance record only by ml.woe_anchor_verify_provenance_v1 (removed only with
+-- its model), the sources of a dataset only by audit.certify_dataset. Anything else
+-- needs a break-glass record.
+CREATE FUNCTION audit.written_by_guard() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT audit.called_from(TG_ARGV[0]) AND NOT (TG_NARGS > 1 AND audit.called_from(TG_ARGV[1]))
+       AND NOT audit.break_glass_active(NULL) THEN
+        RAISE EXCEPTION '% is written only by %: % refused', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+            TG_ARGV[0], TG_OP USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER dataset_certifications_written_by BEFORE INSERT ON audit.dataset_certifications
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.written_by_guard('audit.certify_dataset(text,text)');
+CREATE TRIGGER provenance_checks_written_by BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON ml.woe_anchor_provenance_checks_v1
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.written_by_guard('ml.woe_anchor_verify_provenance_v1(text)',
+                                                               'ml.delete_woe_anchor_model(text)');
+CREATE TRIGGER dataset_sources_written_by BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON audit.dataset_sources
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.written_by_guard('audit.certify_dataset(text,text)');
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['ml.woe_anchor_band_values_v1', 'ml.woe_known_generations', 'audit.dataset_row_checks',
+                             'audit.dataset_contract', 'audit.certifiable_datasets', 'ml.woe_anchor_locks_v1',
+                             'ml.woe_anchor_governance_settings_v1'] LOOP
+        EXECUTE format('CREATE TRIGGER configuration_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION audit.configuration_guard()', t);
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER configuration_guard', t);
+    END LOOP;
+END $$;
+ALTER TABLE audit.dataset_changes ENABLE ALWAYS TRIGGER dataset_changes_stamp;
+ALTER TABLE audit.dataset_changes ENABLE ALWAYS TRIGGER dataset_changes_keep;
+ALTER TABLE audit.dataset_certifications ENABLE ALWAYS TRIGGER dataset_certifications_written_by;
+ALTER TABLE ml.woe_anchor_provenance_checks_v1 ENABLE ALWAYS TRIGGER provenance_checks_written_by;
+ALTER TABLE audit.dataset_sources ENABLE ALWAYS TRIGGER dataset_sources_written_by;
 
 -- Every governance trigger fires always, also for rows applied by replication.
 ALTER TABLE audit.dataset_certifications ENABLE ALWAYS TRIGGER dataset_certifications_append_only;
@@ -1476,7 +1622,7 @@ BEGIN
             audit.require_certified_strict(text, interval),
             ml.delete_woe_anchor_model(text),
             ml.woe_anchor_scores_stage_v1(text), ml.woe_anchor_scores_attach_v1(text),
-            ml.woe_anchor_lock_v1(text, interval), ml.woe_anchor_artifact_digest_v1(text),
+            ml.woe_anchor_training_lock_v1(interval), ml.woe_anchor_artifact_digest_v1(text),
             ml.woe_identity_v1(text, text), audit.fresh_certification_id(text),
             ml.woe_anchor_derive_v1(timestamptz, double precision, double precision, double precision,
                                     double precision, double precision, double precision, integer)
@@ -1501,7 +1647,7 @@ BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'woe_promoter') THEN
         GRANT USAGE ON SCHEMA ml TO woe_promoter;
         GRANT SELECT ON ml.woe_anchor_model_registry_v1, ml.woe_anchor_promotions_v1,
-                        ml.woe_anchor_provenance_checks_v1 TO woe_promoter;
+                        ml.woe_anchor_provenance_checks_v1, ml.woe_anchor_governance_settings_v1 TO woe_promoter;
         GRANT EXECUTE ON FUNCTION ml.promote_woe_anchor_model(text, text, text, text, text[]),
                                   ml.rollback_woe_anchor_model(text, text),
                                   ml.woe_anchor_promotion_preflight_v1(text),

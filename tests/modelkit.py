@@ -105,8 +105,9 @@ def derived_model(conn, key: str, *, half_life: float = 60.0, eps: float = 1.0, 
 
 def backdated_certification(conn, dataset: str, age: str, passed: bool = True,
                             checks: str = "[]") -> None:
-    """Record a certification ``age`` old: the owner's break-glass of switching off the stamp
-    trigger for one insert (the DDL is itself logged in audit.break_glass_log)."""
+    """Record a certification ``age`` old: the owner's break-glass (a logged reason, and switching
+    off the stamp trigger for one insert, which DDL is itself logged in audit.break_glass_log)."""
+    break_glass(conn, f"test: a certification {age} old")
     conn.execute(sa.text("ALTER TABLE audit.dataset_certifications DISABLE TRIGGER dataset_certifications_stamp"))
     conn.execute(sa.text(
         "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, passed, checks) "

@@ -104,15 +104,18 @@ def test_a_certifier_cannot_forge_a_certification(governed, login):
     assert "failed checks: t0_safe" in guard_refusal(governed)
 
 
-def test_even_the_owner_cannot_choose_a_certifications_time_or_login(governed):
+def test_even_the_owner_writes_a_certification_only_through_the_function_or_a_recorded_break_glass(governed):
+    forged = ("INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, db_user, passed, checks) "
+              "VALUES (:d, '9999-01-01', 'owner', 'someone-else', true, '[]')")
+    refused(governed, forged, {"d": DATASET},
+            match=r"audit.dataset_certifications is written only by audit.certify_dataset\(text,text\)")
     with governed.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, db_user, passed, checks) "
-            "VALUES (:d, '9999-01-01', 'owner', 'someone-else', true, '[]')"), {"d": DATASET})
+        break_glass(conn, "repair: re-record a certification")
+        conn.execute(sa.text(forged), {"d": DATASET})
         row = conn.execute(sa.text(
             "SELECT certified_at > now() - interval '1 minute' AND certified_at <= clock_timestamp(), "
             "db_user = session_user FROM audit.dataset_certifications ORDER BY certification_id DESC LIMIT 1")).one()
-    assert tuple(row) == (True, True)
+    assert tuple(row) == (True, True)  # time and login are still the database's
     certification = certify.certify(governed, "t")
     assert certification.passed and certification.dataset_sha256
 
@@ -198,7 +201,9 @@ def test_a_view_calling_a_function_that_reads_untracked_data_cannot_certify(gove
             "delta_vs_sold_median_30d, seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, "
             "battery_health_pct, sold_at, feature_asof_ts FROM ml.socio_market_snapshots"))
     cert = certify.certify(governed, "t")
-    assert not cert.passed and "function ml.moving_target() is not IMMUTABLE" in cert.failed_checks[0].description
+    assert not cert.passed
+    assert "function ml.moving_target() is user-defined: what it reads cannot be tracked" in \
+        cert.failed_checks[0].description
 
 
 # 3. Implausible values -----------------------------------------------------------------------------------------
@@ -248,9 +253,9 @@ def test_a_stale_snapshot_cannot_delete_a_model_promoted_since(governed, login, 
         stale.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_model_registry_v1")).scalar()  # the snapshot
         promote.promote(governed, KEY_B, "owner", "promoted after the trainer's snapshot")
         before = state(governed)
-        with pytest.raises(DBAPIError) as info:
+        with pytest.raises(DBAPIError, match="deleting a model must run in a READ COMMITTED transaction") as info:
             stale.execute(sa.text("SELECT ml.delete_woe_anchor_model(:k)"), {"k": KEY_B})
-        assert info.value.orig.sqlstate == "40001", info.value  # serialization failure, nothing deleted
+        assert info.value.orig.sqlstate == "25000", info.value
     finally:
         stale.rollback()
         stale.close()
@@ -287,9 +292,9 @@ def test_a_stale_snapshot_cannot_promote_a_model_deleted_since(governed, login, 
         stale.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_model_registry_v1")).scalar()
         promote.delete_candidate(governed, KEY_B)
         before = state(governed)
-        with pytest.raises(DBAPIError) as info:
+        with pytest.raises(DBAPIError, match="promotion must run in a READ COMMITTED transaction") as info:
             stale.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, 'dana', 'stale')"), {"k": KEY_B})
-        assert info.value.orig.sqlstate in ("40001", "WP001"), info.value
+        assert info.value.orig.sqlstate == "25000", info.value
     finally:
         stale.rollback()
         stale.close()
@@ -529,3 +534,172 @@ def test_ddl_records_do_not_open_the_break_glass(governed):
                                     "AND xact_id = pg_current_xact_id()")).scalar_one() == 1
         with pytest.raises(DBAPIError, match="is immutable"):
             conn.execute(sa.text("UPDATE ml.woe_anchor_map_v1 SET woe = 0 WHERE model_key = :k"), {"k": KEY_B})
+
+
+# Findings of a review with real logins ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_certification_cannot_run_on_a_snapshot_taken_before_its_locks(governed, login, isolation):
+    certifier = login("woe_certifier")
+    before = state(governed)
+    stale = certifier.connect().execution_options(isolation_level=isolation)
+    try:
+        stale.begin()
+        stale.execute(sa.text("SELECT 1")).scalar()
+        with pytest.raises(DBAPIError, match="certification must run in a READ COMMITTED transaction") as info:
+            stale.execute(sa.text("SELECT audit.certify_dataset(:d, 'cert-bot')"), {"d": DATASET})
+        assert info.value.orig.sqlstate == "25000"
+    finally:
+        stale.rollback()
+        stale.close()
+    assert state(governed) == before
+
+
+def test_certification_age_is_measured_by_the_clock_not_the_transactions_start(governed):
+    with governed.begin() as conn:
+        break_glass(conn, "test: a two-second certification age")
+        conn.execute(sa.text("UPDATE audit.certifiable_datasets SET max_age = interval '2 seconds'"))
+    certify.certify(governed, "t")
+    with governed.connect() as conn:
+        conn.execute(sa.text("SELECT audit.fresh_certification_id(:d)"), {"d": DATASET})
+        time.sleep(2.2)
+        with pytest.raises(DBAPIError, match="is older than 00:00:02"):
+            conn.execute(sa.text("SELECT audit.fresh_certification_id(:d)"), {"d": DATASET})
+        conn.rollback()
+
+
+def test_an_outsider_holding_a_partition_lock_delays_a_deletion_by_at_most_seconds(certified_engine, login):
+    from datetime import UTC, datetime
+
+    from woe_core import train
+    from woe_core.errors import LockBusy
+
+    candidate = train.train(certified_engine, train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0), "t").model_key
+    with certified_engine.begin() as conn:
+        derived_model(conn, KEY_B, half_life=90.0)
+    outsider = login(None).connect()
+    try:
+        outsider.execute(sa.text(  # no privilege needed: it locks every partition of the scores table
+            "SELECT count(*) FROM pg_class AS c, pg_partition_tree(c.oid) WHERE c.relname = 'woe_anchor_scores_v1'"))
+        started = time.monotonic()
+        with pytest.raises(LockBusy, match=f"model '{candidate}' cannot be deleted now: another session has held"):
+            promote.delete_candidate(certified_engine, candidate)
+        assert time.monotonic() - started < 20
+        promote.promote(certified_engine, KEY_B, "owner", "not stalled by the outsider")
+    finally:
+        outsider.rollback()
+        outsider.close()
+    assert registry.active_model_key(certified_engine) == KEY_B
+    promote.delete_candidate(certified_engine, candidate)
+
+
+def test_model_keys_are_never_reused(governed, login):
+    trainer = login("woe_trainer")
+    with pytest.raises(DBAPIError, match=f"model key '{KEY_B}' belonged to a deleted model"), trainer.begin() as conn:
+        conn.execute(sa.text("SELECT ml.delete_woe_anchor_model(:k)"), {"k": KEY_B})
+        derived_model(conn, KEY_B, half_life=7.0)  # a different model under the reviewed key
+    assert KEY_B in state(governed)["digests"]
+    promote.delete_candidate(trainer, KEY_B)
+    with pytest.raises(DBAPIError, match="belonged to a deleted model"), trainer.begin() as conn:
+        derived_model(conn, KEY_B, half_life=7.0)
+
+
+def test_only_the_promotion_functions_take_the_promotion_lock(governed, login):
+    for group in ("woe_trainer", "woe_promoter", "woe_certifier"):
+        refused(login(group), "SELECT ml.woe_anchor_lock_v1('promotion')",
+                match="permission denied for function woe_anchor_lock_v1")
+
+
+def test_nudged_cuts_are_refused(governed, login):
+    trainer, promoter = login("woe_trainer"), login("woe_promoter")
+    nudged = "tom_aft_v1_20260601_000008"
+    with trainer.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
+            "dsold_t4, created_by) SELECT :n, train_cutoff_ts, half_life_days, eps, n_folds, band_schema_version, "
+            "code_sha256, false, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, created_by "
+            "FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :b"), {"n": nudged, "b": KEY_B})
+        conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 SELECT :n, fold_id, c1 + 9e-10, c2, n_rows "
+                             "FROM ml.woe_anchor_cuts_v1 WHERE model_key = :b"), {"n": nudged, "b": KEY_B})
+        conn.execute(sa.text("INSERT INTO ml.woe_anchor_map_v1 SELECT :n, fold_id, band_name, band_value, woe, w_pos, "
+                             "w_neg, n_pos, n_neg FROM ml.woe_anchor_map_v1 WHERE model_key = :b"),
+                     {"n": nudged, "b": KEY_B})
+    before = state(governed)
+    with pytest.raises(PromotionRefused, match=r"\(1 differences\): final cuts c1: stored"):
+        promote.promote(promoter, nudged, "dana", "looks the same")
+    assert state(governed) == before
+
+
+def test_four_eyes_can_be_enforced_by_the_database_for_every_client(governed, login):
+    both = login("woe_trainer", "woe_promoter")
+    with governed.begin() as conn:
+        break_glass(conn, "policy: four-eyes for every client")
+        conn.execute(sa.text("UPDATE ml.woe_anchor_governance_settings_v1 SET four_eyes = true"))
+    with both.begin() as conn:
+        derived_model(conn, "tom_aft_v1_20260601_000007", half_life=45.0, created_by="bob")
+    before = state(governed)
+    with pytest.raises(PromotionRefused, match=f"four-eyes: login:{both.url.username} registered it"):
+        promote.promote(both, "tom_aft_v1_20260601_000007", "pat", "a declared actor is not another person")
+    assert state(governed) == before
+    promote.promote(login("woe_promoter"), "tom_aft_v1_20260601_000007", "pat", "another login")
+    assert registry.active_model_key(governed) == "tom_aft_v1_20260601_000007"
+
+
+OWNER_WITHOUT_RECORD = [
+    ("INSERT INTO ml.woe_anchor_provenance_checks_v1 (model_key, certification_id, artifact_sha256, passed, failures) "
+     f"SELECT '{KEY_B}', max(certification_id), repeat('0', 64), true, '{{}}' FROM audit.dataset_certifications",
+     "is written only by ml.woe_anchor_verify_provenance_v1"),
+    ("DELETE FROM audit.dataset_changes", "audit.dataset_changes is append-only"),
+    ("UPDATE ml.woe_anchor_band_values_v1 SET slot = 44 - slot", "is governance configuration: UPDATE needs a break-glass"),
+    ("DELETE FROM audit.dataset_row_checks WHERE check_name = 't0_safe'", "is governance configuration: DELETE"),
+    ("UPDATE audit.certifiable_datasets SET max_age = interval '1 year'", "is governance configuration: UPDATE"),
+    ("DELETE FROM audit.dataset_sources", "is written only by audit.certify_dataset"),
+]
+
+
+@pytest.mark.parametrize(("statement", "message"), OWNER_WITHOUT_RECORD, ids=[m for _, m in OWNER_WITHOUT_RECORD])
+def test_the_owner_changes_governance_data_only_with_a_record(governed, statement, message):
+    before = state(governed)
+    refused(governed, statement, match=message)
+    assert state(governed) == before
+
+
+def test_backdating_the_change_marker_only_makes_the_data_stale(governed):
+    assert guarded_rows(governed) > 0
+    with governed.begin() as conn:
+        conn.execute(sa.text("UPDATE audit.dataset_changes SET changed_at = '2000-01-01'"))
+    assert "data or definition changed" in guard_refusal(governed)
+
+
+def test_replacing_a_function_or_view_is_recorded(governed):
+    with governed.begin() as conn:
+        conn.execute(sa.text("CREATE OR REPLACE FUNCTION ml.woe_sigmoid(x double precision) RETURNS double precision "
+                             "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1.0 / (1.0 + exp(-greatest(least(x, "
+                             "700.0), -700.0))) $$"))
+        conn.execute(sa.text("CREATE OR REPLACE VIEW ml.woe_anchor_scores_live_train_v AS "
+                             "SELECT * FROM ml.woe_anchor_scores_live_v1 "
+                             "WHERE audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', "
+                             "interval '24 hours')"))
+    with governed.connect() as conn:
+        logged = conn.execute(sa.text("SELECT reason FROM audit.break_glass_log WHERE NOT is_bypass "
+                                      "ORDER BY break_glass_id")).scalars().all()
+    assert any("CREATE FUNCTION ml.woe_sigmoid(double precision)" in r for r in logged), logged
+    assert any("ml.woe_anchor_scores_live_train_v" in r for r in logged), logged
+
+
+def test_a_view_using_a_user_defined_operator_cannot_certify(governed):
+    with governed.begin() as conn:
+        conn.execute(sa.text("CREATE FUNCTION ml.adj(double precision, double precision) RETURNS double precision "
+                             "LANGUAGE sql IMMUTABLE AS 'SELECT $1 + $2'"))
+        conn.execute(sa.text("CREATE OPERATOR ml.## (LEFTARG = double precision, RIGHTARG = double precision, "
+                             "FUNCTION = ml.adj)"))
+        conn.execute(sa.text(
+            "CREATE OR REPLACE VIEW ml.socio_market_feature_store_train_v AS "
+            "SELECT listing_id, generation, t0, delta_vs_sold_median_30d OPERATOR(ml.##) 0 AS delta_vs_sold_median_30d, "
+            "seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, battery_health_pct, sold_at, "
+            "feature_asof_ts FROM ml.socio_market_snapshots"))
+    cert = certify.certify(governed, "t")
+    assert not cert.passed
+    assert "function ml.adj(double precision,double precision) is user-defined" in cert.failed_checks[0].description

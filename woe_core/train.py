@@ -60,8 +60,7 @@ TRAINING_CODE_FILES = (
     "sql/V0007__integrity.sql",
 )
 MAX_FOLDS = 50
-# The row of ml.woe_anchor_locks_v1 serialising trainings, and how long a training waits for it.
-TRAINING_LOCK = "training"
+# How long a training waits for another one to finish (ml.woe_anchor_training_lock_v1).
 TRAINING_LOCK_WAIT = "10 minutes"
 MAX_KEY_SUFFIX = 999
 
@@ -281,17 +280,17 @@ def _one_training_at_a_time(engine: Engine, progress: Progress | None) -> Iterat
     function may lock, held by an open transaction on a connection of its own, so
     it is released if the process dies and no outside login can hold it.
     """
-    take = sa.text("SELECT ml.woe_anchor_lock_v1(:lock, CAST(:wait AS interval))")
+    take = sa.text("SELECT ml.woe_anchor_training_lock_v1(CAST(:wait AS interval))")
     with woe_errors(), engine.connect().execution_options(isolation_level="READ COMMITTED") as lock_conn:
         try:
-            lock_conn.execute(take, {"lock": TRAINING_LOCK, "wait": "1 millisecond"})
+            lock_conn.execute(take, {"wait": "1 millisecond"})
         except DBAPIError as exc:
             lock_conn.rollback()
             if getattr(exc.orig, "sqlstate", None) != "WL001":
                 raise
             if progress:
                 progress("waiting for another training to finish", 0.0)
-            lock_conn.execute(take, {"lock": TRAINING_LOCK, "wait": TRAINING_LOCK_WAIT})
+            lock_conn.execute(take, {"wait": TRAINING_LOCK_WAIT})
         try:
             yield
         finally:
@@ -458,8 +457,13 @@ def _choose_key(conn: Connection) -> str:
     used is visible here.
     """
     stamp = _now().strftime("tom_aft_v1_%Y%m%d_%H%M%S")
+    # Keys of registered or deleted models, and keys whose score table someone already staged.
     taken = set(conn.execute(sa.text(
-        "SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s OR model_key LIKE :p"),
+        "SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s OR model_key LIKE :p "
+        "UNION SELECT model_key FROM ml.woe_anchor_model_deletions_v1 WHERE model_key = :s OR model_key LIKE :p "
+        "UNION SELECT substr(c.relname, length(ml.woe_anchor_scores_partition_name(''))  + 1) FROM pg_class AS c "
+        "WHERE c.relnamespace = 'ml'::regnamespace AND (c.relname = ml.woe_anchor_scores_partition_name(:s) "
+        "OR c.relname LIKE ml.woe_anchor_scores_partition_name(:p))"),
         {"s": stamp, "p": stamp + "\\_%"}).scalars())
     for n in range(1, MAX_KEY_SUFFIX + 1):
         key = stamp if n == 1 else f"{stamp}_{n}"
