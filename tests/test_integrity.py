@@ -703,3 +703,17 @@ def test_a_view_using_a_user_defined_operator_cannot_certify(governed):
     cert = certify.certify(governed, "t")
     assert not cert.passed
     assert "function ml.adj(double precision,double precision) is user-defined" in cert.failed_checks[0].description
+
+
+def test_a_trainer_squatting_on_the_next_keys_score_table_does_not_block_training(certified_engine, login, monkeypatch):
+    from datetime import UTC, datetime
+
+    from woe_core import train
+
+    moment = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+    monkeypatch.setattr(train, "_now", lambda: moment)
+    squatter = login("woe_trainer")
+    with squatter.begin() as conn:
+        conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1('tom_aft_v1_20261128_120000')"))
+    result = train.train(certified_engine, train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0), "t")
+    assert result.model_key == "tom_aft_v1_20261128_120000_2"
