@@ -69,6 +69,22 @@ def guard_refusal(engine) -> str:
     return info.value.orig.diag.message_primary
 
 
+def copy_model(conn, source: str, key: str, *, c1: str = "c1", woe: str = "woe") -> None:
+    """Register ``key`` by hand as a copy of ``source`` (declared as alice, back-dated), with the SQL
+    expressions ``c1`` and ``woe`` in place of its final c1 and WOE."""
+    conn.execute(sa.text(
+        "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+        "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
+        "dsold_t4, created_by, created_at) SELECT :k, train_cutoff_ts, half_life_days, eps, n_folds, "
+        "band_schema_version, code_sha256, false, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
+        "'alice', '2020-01-01' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s"), {"k": key, "s": source})
+    conn.execute(sa.text(f"INSERT INTO ml.woe_anchor_cuts_v1 SELECT :k, fold_id, {c1}, c2, n_rows "
+                         "FROM ml.woe_anchor_cuts_v1 WHERE model_key = :s"), {"k": key, "s": source})
+    conn.execute(sa.text(f"INSERT INTO ml.woe_anchor_map_v1 SELECT :k, fold_id, band_name, band_value, {woe}, "
+                         "w_pos, w_neg, n_pos, n_neg FROM ml.woe_anchor_map_v1 WHERE model_key = :s"),
+                 {"k": key, "s": source})
+
+
 def guarded_rows(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_scores_live_train_v")).scalar_one()
@@ -307,19 +323,9 @@ def test_a_stale_snapshot_cannot_promote_a_model_deleted_since(governed, login, 
 def test_a_hand_made_model_is_registered_but_never_promoted(governed, login):
     trainer, promoter = login("woe_trainer"), login("woe_promoter")
     forged = "tom_aft_v1_20260601_000009"
-    with trainer.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
-            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-            "dsold_t4, created_by, created_at) SELECT :f, train_cutoff_ts, half_life_days, eps, n_folds, "
-            "band_schema_version, code_sha256, false, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
-            "'alice', '2020-01-01' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :a"), {"f": forged, "a": KEY_A})
-        conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 SELECT :f, fold_id, c1, c2, n_rows "
-                             "FROM ml.woe_anchor_cuts_v1 WHERE model_key = :a"), {"f": forged, "a": KEY_A})
-        conn.execute(sa.text(  # the genuine map, one WOE made up
-            "INSERT INTO ml.woe_anchor_map_v1 SELECT :f, fold_id, band_name, band_value, "
-            "CASE WHEN band_name = 'trust' AND band_value = 'HIGH' THEN woe + 0.5 ELSE woe END, "
-            "w_pos, w_neg, n_pos, n_neg FROM ml.woe_anchor_map_v1 WHERE model_key = :a"), {"f": forged, "a": KEY_A})
+    with trainer.begin() as conn:  # the genuine model, back-dated, declared as alice, one WOE made up
+        copy_model(conn, KEY_A, forged, woe="CASE WHEN band_name = 'trust' AND band_value = 'HIGH' THEN woe + 0.5 "
+                                            "ELSE woe END")
     with governed.connect() as conn:
         created = conn.execute(sa.text(
             "SELECT created_at > now() - interval '1 minute', created_db_user, created_by "
@@ -615,17 +621,7 @@ def test_nudged_cuts_are_refused(governed, login):
     trainer, promoter = login("woe_trainer"), login("woe_promoter")
     nudged = "tom_aft_v1_20260601_000008"
     with trainer.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
-            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-            "dsold_t4, created_by) SELECT :n, train_cutoff_ts, half_life_days, eps, n_folds, band_schema_version, "
-            "code_sha256, false, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, created_by "
-            "FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :b"), {"n": nudged, "b": KEY_B})
-        conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 SELECT :n, fold_id, c1 + 9e-10, c2, n_rows "
-                             "FROM ml.woe_anchor_cuts_v1 WHERE model_key = :b"), {"n": nudged, "b": KEY_B})
-        conn.execute(sa.text("INSERT INTO ml.woe_anchor_map_v1 SELECT :n, fold_id, band_name, band_value, woe, w_pos, "
-                             "w_neg, n_pos, n_neg FROM ml.woe_anchor_map_v1 WHERE model_key = :b"),
-                     {"n": nudged, "b": KEY_B})
+        copy_model(conn, KEY_B, nudged, c1="c1 + 9e-10")
     before = state(governed)
     with pytest.raises(PromotionRefused, match=r"\(1 differences\): final cuts c1: stored"):
         promote.promote(promoter, nudged, "dana", "looks the same")
