@@ -229,8 +229,10 @@ def _bool_series(values: np.ndarray, null: np.ndarray) -> pd.arrays.BooleanArray
 
 def _str_series(labels: tuple[str, ...], codes: np.ndarray) -> pd.Series:
     """Labels by code; code ``len(labels)`` is null."""
-    cat = pd.Categorical.from_codes(np.where(codes >= len(labels), -1, codes), categories=list(labels))
-    return pd.Series(cat).astype("str")
+    # An object column holding None for a missing value: ``astype("str")`` of a
+    # categorical writes the text 'nan' there on pandas 2.x and a real null on 3.x.
+    values = np.array([*labels, None], dtype=object)
+    return pd.Series(values[np.minimum(codes, len(labels))], dtype=object)
 
 
 def _utc(seconds: np.ndarray, null: np.ndarray | None = None) -> pd.Series:
