@@ -1,4 +1,4 @@
-"""Benchmark of training: ``python bench/training.py [--snapshots N]``.
+"""Benchmark of training: ``python -m bench.training [--snapshots N]`` from the repository root.
 
 1. End-to-end ``python -m woe_core train`` (5 folds, every artifact including the
    OOF score rows) on N demo snapshots, in a child process whose wall time and
@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from common import fresh_engine, load_certified
 from woe_core import db, woe_math
 from woe_core.bands import BAND_NAMES
-from woe_core.db import PROJECT_ROOT
+
+from .common import ROOT, fresh_engine, load_certified
 
 CUTOFF = datetime(2026, 7, 1, tzinfo=UTC)
 K = 5
@@ -82,9 +82,31 @@ def numpy_reference(codes, levels, fold, y, w):
     return logit
 
 
+def fold_sums(codes: dict[str, np.ndarray], fold: np.ndarray, y: np.ndarray, w: np.ndarray,
+              levels: dict[str, list[str]], n_folds: int) -> tuple[np.ndarray, list[tuple[str, str]], dict[str, int]]:
+    """In-memory counterpart of the training aggregate (a benchmark helper, so it is not hashed into code_sha256): one weighted ``bincount`` per band.
+
+    ``codes[band]`` holds each row's value index into ``levels[band]``. Returns
+    (sums, levels, offset of each band's first level); every model gets the same
+    sums (in memory there is no per-fold presentation re-banding).
+    """
+    blocks, all_levels, offsets = [], [], {}
+    for band, code in codes.items():
+        n = len(levels[band])
+        offsets[band] = len(all_levels)
+        all_levels += [(band, v) for v in levels[band]]
+        key = (fold * n + code) * 2 + y
+        size = n_folds * n * 2
+        ws = np.bincount(key, weights=w, minlength=size).reshape(n_folds, n, 2)
+        ns = np.bincount(key, minlength=size).reshape(n_folds, n, 2)
+        blocks.append(np.stack([ws[..., 1], ws[..., 0], ns[..., 1], ns[..., 0]], axis=-1))
+    one = np.concatenate(blocks, axis=1)  # (fold, level, stat)
+    return np.broadcast_to(one, (n_folds + 1, *one.shape)), all_levels, offsets
+
+
 def engine_math(codes, levels, fold, y, w):
-    """woe_core's own math: fold sums, ``woe_math.fit``, then the OOF lookup."""
-    sums, all_levels, offsets = woe_math.fold_sums(codes, fold, y, w, levels, K)
+    """woe_core's own math: ``fold_sums`` above, ``woe_math.fit``, then the OOF lookup."""
+    sums, all_levels, offsets = fold_sums(codes, fold, y, w, levels, K)
     fitted = woe_math.fit(sums, all_levels, EPS)
     woe = np.nan_to_num(fitted.woe)
     logit = fitted.base_logit[fold]
@@ -149,7 +171,7 @@ def main() -> int:
     # would also count the copy of this (large) process the child was forked from.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=PROJECT_ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=ROOT)
         peak_kb = 0
         while proc.poll() is None:
             try:
