@@ -10,6 +10,12 @@ import math
 
 import sqlalchemy as sa
 
+
+def fold_of(listing_id: int, k: int) -> int:
+    """Fold of a listing: one MINSTD step of ``|listing_id| mod (2**31 - 1)``, then ``mod k`` (Python ints, exact)."""
+    return ((abs(listing_id) % 2147483647) * 48271 % 2147483647) % k
+
+
 BAND_COLUMNS = {
     "dsold": "dsold_band", "trust": "trust_tier", "ship": "ship_band", "sale": "sale_band",
     "cond": "cond_band", "dmg": "dmg_ai_band", "bat": "bat_band", "present": "presentation_band",

@@ -16,7 +16,7 @@ Definitions, at cutoff C and data end E (the newest t0 or sold_at):
 * TRAIN: ``t0 < C``, labelled as of C, weight ``0.5 ** (days(C - t0) / h)`` with
   fractional days (the exponent capped at 1000, where the weight is ~1e-301, so a
   tiny half-life cannot underflow). EVAL: ``t0 >= C``, labelled as of E, weight 1.
-* fold: ``ml.woe_fold(listing_id, K)`` (see ``bands.fold_of``).
+* fold: ``ml.woe_fold(listing_id, K)``.
 * cuts: ``percentile_cont(1/3, 2/3)`` of presentation_score over the TRAIN rows
   being fitted that have one (fold k: rows outside fold k; final: all TRAIN rows).
 """
