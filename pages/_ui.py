@@ -9,6 +9,7 @@ from typing import TypeVar
 import streamlit as st
 
 from woe_core import bootstrap, db
+from woe_core.display import markdown_text
 from woe_core.errors import WoeError
 from woe_core.identity import local_actor
 from woe_core.reviewer import Reviewer, Settings, reviewer_from, settings_from
@@ -78,7 +79,7 @@ def engine():
     try:
         return _ready_engine(_configured_url())
     except WoeError as exc:
-        st.error(str(exc))
+        st.error(markdown_text(exc))
         st.stop()
 
 
@@ -102,7 +103,7 @@ def attempt(action: Callable[[], T]) -> T | None:
     try:
         return action()
     except WoeError as exc:
-        st.error(str(exc))
+        st.error(markdown_text(exc))  # messages quote user input: shown literally, never as markdown
         return None
 
 
