@@ -135,9 +135,10 @@ def test_human_duration(seconds, text):
 def test_terminal_and_markdown_text():
     assert terminal_text("Zoë 名前 ✓") == "Zoë 名前 ✓"
     assert terminal_text("a\x1b[2Jb\nc\x7f\x9b\u200b") == "a\\x1b[2Jb\\nc\\x7f\\x9b\\u200b"
-    shown = markdown_text("**bold** [x](http://evil) <b>h</b> `c` :red[x] $x$ ![i](u)")
-    for raw in ("**", "](", "<b>", "`c`", ":red[", "$x$", "!["):
-        assert raw not in shown
+    assert markdown_text("**bold** [x](http://evil) <b>h</b> `c` :red[x] $x$ ![i](u) ~~s~~") == (
+        "\\*\\*bold\\*\\* \\[x\\](http://evil) \\<b\\>h\\</b\\> \\`c\\` \\:red\\[x\\] \\$x\\$ !\\[i\\](u) \\~\\~s\\~\\~")
+    assert markdown_text("model_key _x_ a: b") == "model_key \\_x\\_ a: b"
+    assert markdown_text("# h") == "\\# h" and markdown_text("12) x") == "12\\) x" and markdown_text("- a") == "\\- a"
     assert markdown_text("a\nb") == "a\\\\nb"
 
 

@@ -46,18 +46,26 @@ def terminal_text(value: object) -> str:
     return "".join(_escape_char(ch) if unicodedata.category(ch) in _INERT_CATEGORIES else ch for ch in text)
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&])")
+# Characters that start markdown or HTML anywhere in a line: escapes, code spans, emphasis,
+# links and images, HTML tags and autolinks, strikethrough, LaTeX. An underscore only
+# between two letters or digits (``model_key``) starts nothing and stays as it is; a
+# colon starts Streamlit's ``:red[...]``, ``:material/...:`` and emoji short codes only
+# before a letter.
+_MARKDOWN_INLINE = re.compile(r"([\\`*\[\]<>~$&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|:(?=[A-Za-z]))")
+# Characters that start a block (heading, list, quote, rule) at the beginning of a line.
+_MARKDOWN_BLOCK_START = re.compile(r"^(\s*)([#>+\-=|]|\d+[.)])")
 
 
 def markdown_text(value: object) -> str:
     """``value`` escaped for Streamlit markdown (``st.markdown``, ``st.caption``, ``st.error``...).
 
-    Control characters are escaped as in ``terminal_text``; every markdown or HTML
-    metacharacter gets a backslash, so the text shows literally: no link, image,
-    emphasis, heading, code span, HTML tag, LaTeX or ``:material/...:`` icon can be
-    injected.
+    Control characters are escaped as in ``terminal_text`` (so the text is one line);
+    every markdown or HTML metacharacter that could start formatting gets a backslash,
+    so the text shows literally: no link, image, emphasis, heading, list, code span,
+    HTML tag, LaTeX, colored text or ``:material/...:`` icon can be injected.
     """
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", terminal_text(value))
+    text = _MARKDOWN_INLINE.sub(r"\\\1", terminal_text(value))
+    return _MARKDOWN_BLOCK_START.sub(lambda m: m[1] + m[2][:-1] + "\\" + m[2][-1], text)
 
 
 def human_duration(value: timedelta | float) -> str:
