@@ -110,6 +110,7 @@ def main() -> int:
     raw = engine.raw_connection()
     try:
         pg = raw.driver_connection
+        assert pg is not None, "the engine's pool handed out a closed connection"
         pg.autocommit = True
         latency(pg, GUARDED_LOOKUP, ids[:50])  # warm-up and prepare
         g50, g99 = latency(pg, GUARDED_LOOKUP, ids)

@@ -90,7 +90,9 @@ def fold_sums(codes: dict[str, np.ndarray], fold: np.ndarray, y: np.ndarray, w: 
     (sums, levels, offset of each band's first level); every model gets the same
     sums (in memory there is no per-fold presentation re-banding).
     """
-    blocks, all_levels, offsets = [], [], {}
+    blocks: list[np.ndarray] = []
+    all_levels: list[tuple[str, str]] = []
+    offsets: dict[str, int] = {}
     for band, code in codes.items():
         n = len(levels[band])
         offsets[band] = len(all_levels)
@@ -193,8 +195,9 @@ def main() -> int:
     rows = banded_train_rows(engine, key)
     codes, levels = to_codes(rows)
     fold, y, w = rows["fold"].astype(np.int64), rows["y"].astype(np.int64), rows["w"]
-    results = []
-    reference = None
+    results: list[tuple[str, float | None, float | str]] = []
+    reference: float | None = None
+    ref_logit: np.ndarray | None = None
     for name, fn in VARIANTS:
         try:
             runs = []
@@ -202,14 +205,15 @@ def main() -> int:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     t = time.perf_counter()
-                    out = fn(codes, levels, fold, y, w)
+                    logit = fn(codes, levels, fold, y, w)
                     runs.append(time.perf_counter() - t)
             seconds = statistics.median(runs)
             if name.startswith("numpy"):
-                reference, ref_logit = seconds, out
+                reference, ref_logit = seconds, logit
             if name.startswith("woe_core"):
-                assert np.allclose(out, ref_logit, atol=1e-9), "engine math disagrees with the numpy reference"
-            results.append((name, seconds, seconds / reference))
+                assert ref_logit is not None and np.allclose(logit, ref_logit, atol=1e-9), (
+                    "engine math disagrees with the numpy reference")
+            results.append((name, seconds, seconds / reference if reference else float("nan")))
         except ImportError as exc:
             results.append((name, None, f"not installed ({exc.name})"))
 
@@ -223,11 +227,11 @@ def main() -> int:
     print(f"summary: {done.stdout.splitlines()[0]}\n")
     print("| WOE fit + 5-fold OOF on the same banded rows in memory | median | × numpy |")
     print("|---|---|---|")
-    for name, seconds, ratio in results:
-        if seconds is None:
+    for name, measured, ratio in results:
+        if measured is None:
             print(f"| {name} | – | {ratio} |")
         else:
-            print(f"| {name} | {seconds * 1000:.0f} ms | {ratio:.2f}× |")
+            print(f"| {name} | {measured * 1000:.0f} ms | {ratio:.2f}× |")
     return 0
 
 

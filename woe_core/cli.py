@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from . import bootstrap, certify, db, demo, migrations, promote, registry, score, train
 from .bands import DEFAULT_DSOLD_THRESHOLDS
 from .display import human_duration, terminal_text
-from .errors import WoeError
+from .errors import CertificationRequired, PromotionRefused, WoeError
 from .identity import local_actor
 
 PROG = "python -m woe_core"
@@ -47,7 +47,8 @@ def _table(frame: pd.DataFrame) -> str:
     shown = frame.copy()
     for name in shown.columns:
         if shown[name].dtype == object or pd.api.types.is_string_dtype(shown[name].dtype):
-            shown[name] = shown[name].map(lambda v: v if v is None else terminal_text(v)).astype(object)
+            cells = [v if v is None or not isinstance(v, str) else terminal_text(v) for v in shown[name]]
+            shown[name] = pd.Series(cells, index=shown.index, dtype=object)
     return shown.to_string(index=False)
 
 
@@ -143,11 +144,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    failed = [c for c in promote.preflight(engine, args.model_key) if not c.passed]
-    if failed:
+    try:
+        promotion_id = promote.promote(engine, args.model_key, args.actor or local_actor(), args.reason)
+    except (PromotionRefused, CertificationRequired):  # every failed check in one line, not just the first
+        failed = [c for c in promote.preflight(engine, args.model_key) if not c.passed]
+        if not failed:
+            raise
         raise CommandFailed(f"promotion of {args.model_key!r} refused: "
-                            + "; ".join(f"{c.name}: {c.detail}" for c in failed))
-    promotion_id = promote.promote(engine, args.model_key, args.actor or local_actor(), args.reason)
+                            + "; ".join(f"{c.name}: {c.detail}" for c in failed)) from None
     _say(f"promoted {args.model_key} (history #{promotion_id})")
     return 0
 
@@ -173,7 +177,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse with its complaint as one ``error:`` line (exit code 2) instead of usage plus message."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         _error(f"{message} (see {self.prog} --help)")
         raise SystemExit(2)
 

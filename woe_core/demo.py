@@ -386,7 +386,7 @@ def _time_to_sale(rng: np.random.Generator, eta: np.ndarray, e: dict[str, np.nda
     h_end = np.cumsum(seg_hazard, axis=1)
     h_start = np.zeros_like(h_end)
     h_start[:, 1:] = h_end[:, :-1]
-    budget = rng.exponential(1.0, n)
+    budget: np.ndarray = rng.exponential(1.0, size=(n,))
     k = np.argmax(h_end > budget[:, None], axis=1)
     rows = np.arange(n)
     t_sale = seg_start[rows, k] + (budget - h_start[rows, k]) / rate[rows, k]

@@ -43,9 +43,10 @@ from . import woe_math
 from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
 from .certify import ENTRYPOINT, MAX_AGE
 from .contract import SOCIO_STORE
-from .db import PROJECT_ROOT, fetch_arrays, woe_errors
+from .db import fetch_arrays, woe_errors
 from .errors import InvalidParameter, WoeError
 from .identity import require_actor
+from .migrations import source_file
 
 # The bytes behind code_sha256: these files, in this order, each as
 # "<relative path>\0<file bytes>\0", hashed together with SHA-256.
@@ -74,7 +75,7 @@ def code_sha256() -> str:
     """SHA-256 of the training code (see ``TRAINING_CODE_FILES``)."""
     digest = hashlib.sha256()
     for rel in TRAINING_CODE_FILES:
-        digest.update(rel.encode() + b"\0" + (PROJECT_ROOT / rel).read_bytes() + b"\0")
+        digest.update(rel.encode() + b"\0" + source_file(rel).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -121,8 +122,8 @@ def validate_params(params: TrainParams) -> TrainParams:
         problems.append(f"dsold_thresholds must be {PARAMETER_CONSTRAINTS['dsold_thresholds']}, got {t!r}")
     if problems:
         raise InvalidParameter("; ".join(problems))
-    return TrainParams(c.astimezone(UTC), float(params.half_life_days), float(params.eps), int(k),
-                       tuple(float(x) for x in t))
+    t1, t2, t3, t4 = (float(x) for x in t)
+    return TrainParams(c.astimezone(UTC), float(params.half_life_days), float(params.eps), int(k), (t1, t2, t3, t4))
 
 
 @dataclass
