@@ -7,11 +7,12 @@ demo marketplace. Pages live in ``pages/`` and only call ``woe_core``.
 
 import streamlit as st
 
-from pages._ui import app_pages, engine
+from pages._ui import account_controls, app_pages, engine
 
 st.set_page_config(page_title="WOE anchor model", layout="wide")
 pages = app_pages()  # before engine(): it marks this session as routed through this navigation
 engine()  # start and migrate the database before any page renders
 
 navigation = st.navigation(pages)
+account_controls()
 navigation.run()

@@ -92,6 +92,17 @@ def settings() -> Settings:
     return settings_from(os.environ, secrets, login)
 
 
+def account_controls() -> None:
+    """Sign in / sign out in the sidebar when an identity provider is configured (``[auth]`` in secrets)."""
+    if not settings().login_configured:
+        return
+    if st.user.is_logged_in:
+        st.sidebar.caption(f"Signed in as {markdown_text(st.user.get('email') or st.user.get('name') or '?')}")
+        st.sidebar.button("Sign out", on_click=st.logout)
+    else:
+        st.sidebar.button("Sign in", key="sidebar_sign_in", on_click=st.login)
+
+
 def reviewer() -> Reviewer:
     s = settings()
     user = st.user.to_dict() if s.login_configured else None
