@@ -1,4 +1,4 @@
-"""Every band boundary of DESIGN §3 through the SQL banding, table-driven."""
+"""Every band boundary (docs/model.md) through the SQL banding, table-driven."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Promotion (DESIGN §6): one atomic, serialised, audited way to change the active model."""
+"""Promotion (docs/governance.md): one atomic, serialised, audited way to change the active model."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Training against a slow, obviously correct reference written here from DESIGN §4.
+"""Training against a slow, obviously correct reference written here from docs/model.md.
 
 The reference loops over rows in plain Python and shares no code with the engine
-(its banding is modelkit's, written from the design text).
+(its banding is modelkit's, written from the band definitions in docs/model.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _raw_rows(engine):
 
 
 def reference(rows, cutoff, h, eps, k, thresholds=T):
-    """Everything DESIGN §4 says a model is, computed row by row."""
+    """Everything docs/model.md says a model is, computed row by row."""
     data_end = max(max(r["t0"] for r in rows), max((r["sold_at"] for r in rows if r["sold_at"]), default=cutoff))
     train_rows, eval_rows = [], []
     for r in rows:

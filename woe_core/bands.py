@@ -1,4 +1,4 @@
-"""The band schema (DESIGN §3) as Python sees it.
+"""The band schema (docs/model.md) as Python sees it.
 
 Banding itself is SQL only (``ml.woe_anchor_bands_v1`` and the ``ml.woe_band_*``
 functions in ``sql/V0004``); this module holds the names the rest of the package

@@ -1,4 +1,4 @@
-"""Dataset certification (DESIGN §5).
+"""Dataset certification (docs/certification.md).
 
 ``certify`` locks the dataset's base tables against writers, runs the data checks
 and the hash on that frozen data and appends the outcome, passed or failed, to ``audit.dataset_certifications``. The

@@ -1,4 +1,4 @@
-"""Promotion (DESIGN §6): the preflight checklist, promote, roll back, history, delete.
+"""Promotion (docs/governance.md): the preflight checklist, promote, roll back, history, delete.
 
 Every rule lives in the database (``sql/V0006__governance.sql``), so a psql user
 gets the same answers as the app: ``ml.promote_woe_anchor_model`` is the only

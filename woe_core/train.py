@@ -1,4 +1,4 @@
-"""Training (DESIGN §4): one call turns the certified feature stores into a candidate model.
+"""Training (docs/model.md): one call turns the certified feature stores into a candidate model.
 
 Row-level work runs in PostgreSQL: rows are banded by the same SQL as live
 scoring (``ml.woe_anchor_bands_v1`` and ``ml.woe_band_present`` with each fold's

@@ -1,4 +1,4 @@
-"""The WOE math of DESIGN §4 on small aggregate arrays.
+"""The WOE math (docs/model.md) on small aggregate arrays.
 
 Training aggregates rows in PostgreSQL into weighted sums per (model, fold,
 band value, label); everything here works on those sums, so its cost does not
