@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from woe_core import certify, db, demo, migrations
 
-from woe_core import certify, db, demo, migrations  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # the repository (app.py, the working folder of child processes)
 
 SNAPSHOTS_PER_LISTING = 1.555  # measured ratio of the demo generator (seed 7)
 

@@ -1,4 +1,4 @@
-"""Benchmark of the database foundation: ``python bench/foundation.py [--snapshots N]``.
+"""Benchmark of the database foundation: ``python -m bench.foundation [--snapshots N]`` from the repository root.
 
 Measures, on a fresh embedded PostgreSQL (or ``WOE_BENCH_DATABASE_URL``):
 generate + load of the demo marketplace, certification, full scoring through the
@@ -25,9 +25,10 @@ import time
 import numpy as np
 import sqlalchemy as sa
 
-from common import fresh_engine, load_certified
 from woe_core import db, demo, promote, train
 from woe_core.bands import BAND_NAMES
+
+from .common import fresh_engine, load_certified
 
 KEY = "tom_aft_v1_20260101_000000"
 
@@ -132,6 +133,7 @@ def main() -> int:
     raw = engine.raw_connection()
     try:
         pg = raw.driver_connection
+        assert pg is not None, "the engine's pool handed out a closed connection"
         pg.autocommit = True
         latency(pg, GUARDED_LOOKUP, ids[:50])  # warm-up and prepare
         g50, g99 = latency(pg, GUARDED_LOOKUP, ids)

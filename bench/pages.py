@@ -1,4 +1,4 @@
-"""Benchmark of the app: time to first full render of each page, ``python bench/pages.py [--snapshots N]``.
+"""Benchmark of the app: time to first full render of each page, ``python -m bench.pages [--snapshots N]`` from the repository root.
 
 On N demo snapshots with two trained models (one active), the app runs as
 ``streamlit run app.py`` and a headless Chromium (Debian's package) opens each
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from common import fresh_engine, load_certified
 from woe_core import promote, train
-from woe_core.db import PROJECT_ROOT
+
+from .common import ROOT, fresh_engine, load_certified
 
 PAGES = {"": "WOE anchor model", "train": "Train a candidate", "compare": "Compare models",
          "promote": "Promote a model", "certification": "Data certification", "lookup": "Score lookup"}
@@ -40,7 +40,7 @@ def serve(script: str, env: dict) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
-                             "--server.port", str(port)], cwd=PROJECT_ROOT, env=env,
+                             "--server.port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(240):
@@ -71,7 +71,7 @@ def script_times(env_url: str, name: str, query: dict, visits: int) -> list[floa
     os.environ["WOE_DATABASE_URL"] = env_url
     runs = []
     for _ in range(visits + 1):  # the first run warms the engine cache
-        at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=120)
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.query_params.update(query)
         at.switch_page(f"pages/{name}.py")
         t = time.perf_counter()

@@ -9,6 +9,7 @@ from typing import TypeVar
 import streamlit as st
 
 from woe_core import bootstrap, db
+from woe_core.display import markdown_text
 from woe_core.errors import WoeError
 from woe_core.identity import local_actor
 from woe_core.reviewer import Reviewer, Settings, reviewer_from, settings_from
@@ -16,24 +17,42 @@ from woe_core.reviewer import Reviewer, Settings, reviewer_from, settings_from
 T = TypeVar("T")
 
 
-def _use_app_navigation() -> None:
-    """Make app.py's st.navigation the only page registry, even on a deep link into a fresh server.
+_APP_NAVIGATION_KEY = "_woe_app_navigation"
 
-    A ``pages/`` folder beside the main script switches Streamlit into its legacy
-    folder-based navigation until some session has run ``st.navigation``; a first
-    visit straight to ``/promote`` would then run that page alone with a plain file
-    list in the sidebar. Leaving that mode once and rerunning routes every session
-    through app.py. (The flag is Streamlit's own; tests/test_browser.py checks the
-    sidebar of a deep link.)
+
+def app_pages() -> dict[str, list]:
+    """The app's pages by section, for ``st.navigation`` in app.py (and for ``_route_through_app`` below)."""
+    st.session_state[_APP_NAVIGATION_KEY] = True  # this session has app.py's navigation from now on
+    return {
+        "Overview": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+        "Models": [
+            st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+            st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+            st.Page("pages/promote.py", title="Promote", icon=":material/rocket_launch:"),
+        ],
+        "Data and scores": [
+            st.Page("pages/certification.py", title="Certification", icon=":material/verified:"),
+            st.Page("pages/lookup.py", title="Score lookup", icon=":material/search:"),
+        ],
+    }
+
+
+def _route_through_app() -> None:
+    """Rerun a page that Streamlit ran on its own through app.py's navigation.
+
+    With a ``pages/`` folder beside the main script, Streamlit starts in its
+    folder-based navigation and keeps to it until ``st.navigation`` has been called:
+    the first request of a fresh server for ``/promote?model=...`` runs
+    pages/promote.py alone, with a plain file list in the sidebar. Declaring the
+    app's pages with ``st.navigation`` ends that mode (Streamlit documents that
+    ``st.navigation`` makes it ignore the ``pages/`` folder), and since every page
+    keeps its ``url_path``, ``st.rerun()`` then runs the same page with the same
+    query parameters through app.py. tests/test_browser.py opens a deep link on a
+    freshly started server and checks the page and its sidebar.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
+    if not st.session_state.get(_APP_NAVIGATION_KEY):
+        st.navigation(app_pages(), position="hidden")
         st.rerun()
-
-
-_use_app_navigation()
 
 
 @st.cache_resource(show_spinner="Starting the database and loading demo data (first start only)...")
@@ -56,10 +75,11 @@ def _configured_url() -> str | None:
 
 def engine():
     """The ready engine; on a database error, show it and stop the page (never a traceback)."""
+    _route_through_app()  # every page asks for the engine first
     try:
         return _ready_engine(_configured_url())
     except WoeError as exc:
-        st.error(str(exc))
+        st.error(markdown_text(exc))
         st.stop()
 
 
@@ -70,6 +90,17 @@ def settings() -> Settings:
     except Exception:  # no secrets.toml
         secrets, login = None, False
     return settings_from(os.environ, secrets, login)
+
+
+def account_controls() -> None:
+    """Sign in / sign out in the sidebar when an identity provider is configured (``[auth]`` in secrets)."""
+    if not settings().login_configured:
+        return
+    if st.user.is_logged_in:
+        st.sidebar.caption(f"Signed in as {markdown_text(st.user.get('email') or st.user.get('name') or '?')}")
+        st.sidebar.button("Sign out", on_click=st.logout)
+    else:
+        st.sidebar.button("Sign in", key="sidebar_sign_in", on_click=st.login)
 
 
 def reviewer() -> Reviewer:
@@ -83,7 +114,7 @@ def attempt(action: Callable[[], T]) -> T | None:
     try:
         return action()
     except WoeError as exc:
-        st.error(str(exc))
+        st.error(markdown_text(exc))  # messages quote user input: shown literally, never as markdown
         return None
 
 

@@ -5,6 +5,7 @@ import streamlit as st
 
 from pages._ui import attempt, changed, engine, reviewer
 from woe_core import certify, registry, train
+from woe_core.display import markdown_text
 
 st.title("Data certification")
 for dataset in certify.CERTIFIABLE:
@@ -15,9 +16,9 @@ for dataset in certify.CERTIFIABLE:
     else:
         latest = status.latest
         hours = status.age.total_seconds() / 3600
-        line = (f"#{latest.certification_id} by {latest.certified_by}, {hours:.1f} h ago · "
+        line = (f"#{latest.certification_id} by {markdown_text(latest.certified_by)}, {hours:.1f} h ago · "
                 f"{latest.row_count or 0:,} rows · sha256 `{latest.dataset_sha256}`")
-        (st.success if status.fresh else st.error)(("Fresh: " if status.fresh else f"Refused ({status.reason}): ") + line)
+        (st.success if status.fresh else st.error)(("Fresh: " if status.fresh else f"Refused ({markdown_text(status.reason)}): ") + line)
         st.dataframe(pd.DataFrame([c.__dict__ for c in latest.checks]), hide_index=True)
     if st.button("Certify now", key=f"certify-{dataset}", type="primary"):
         who = reviewer().name

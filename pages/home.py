@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages._ui import engine, reviewer
 from woe_core import overview, promote, registry
+from woe_core.display import markdown_text
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -19,7 +20,7 @@ st.title("WOE anchor model — p_slow21")
 db_info = info.database
 where = "embedded PostgreSQL" if db_info.kind == "embedded" else f"server {db_info.location}"
 mode = "local mode (no identity provider)" if who.mode == "local" else "signed in via OIDC"
-st.caption(f"Database: {where} · PostgreSQL {db_info.server_version} · Reviewer: {who.name or 'not signed in'}, {mode}")
+st.caption(f"Database: {where} · PostgreSQL {db_info.server_version} · Reviewer: {markdown_text(who.name or 'not signed in')}, {mode}")
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Snapshots", f"{info.counts.snapshots:,}")
@@ -32,7 +33,7 @@ st.subheader("Input data certification")
 cert = info.certification
 if cert.fresh:
     hours = cert.age.total_seconds() / 3600
-    text = (f"Certified {hours:.1f} h ago (limit 24 h) by {cert.latest.certified_by}: "
+    text = (f"Certified {hours:.1f} h ago (limit 24 h) by {markdown_text(cert.latest.certified_by)}: "
             f"{cert.latest.row_count:,} rows, sha256 `{cert.latest.dataset_sha256}`")
     (st.warning if hours >= 20 else st.success)(text + (" — renew soon." if hours >= 20 else ""))
 else:
@@ -43,7 +44,7 @@ st.subheader("Active model")
 if info.active_model:
     last = promote.history(engine(), limit=1)
     since = last.iloc[0] if len(last) else None
-    detail = f" — active since {since['promoted_at']:%Y-%m-%d %H:%M UTC}, promoted by {since['actor']}" if since is not None else ""
+    detail = f" — active since {since['promoted_at']:%Y-%m-%d %H:%M UTC}, promoted by {markdown_text(since['actor'])}" if since is not None else ""
     st.markdown(f"**`{info.active_model}`**{detail}")
 else:
     st.info("No model is active yet: train a candidate and promote it.")

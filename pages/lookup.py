@@ -6,6 +6,7 @@ import streamlit as st
 
 from pages._ui import engine
 from woe_core import registry, score
+from woe_core.display import markdown_text
 from woe_core.errors import CertificationRequired, WoeError
 
 st.title("Score lookup")
@@ -15,7 +16,7 @@ try:
 except ValueError:
     initial = -1
 if not 0 <= initial <= 2**53 - 1:
-    st.warning(f"listing {raw!r} in the link is not a valid listing id (a positive integer)")
+    st.warning(f"listing {markdown_text(repr(raw))} in the link is not a valid listing id (a positive integer)")
     initial = 0
 c1, c2 = st.columns([1, 2])
 listing_id = c1.number_input("Listing id", min_value=0, value=initial, step=1)
@@ -60,13 +61,13 @@ try:
     live = score.lookup(engine(), int(listing_id))
     cand = score.lookup(engine(), int(listing_id), model_key=candidate) if candidate != "(none)" else None
 except CertificationRequired as exc:
-    st.error(f"The database refused to score: {exc}")
+    st.error(f"The database refused to score: {markdown_text(exc)}")
     st.info("How to fix: certify the input data on the Certification page (or `python -m woe_core certify`); "
             "scores are served only while the latest certification passed, is younger than 24 h and the data "
             "has not changed since.")
     st.stop()
 except WoeError as exc:
-    st.error(str(exc))
+    st.error(markdown_text(exc))
     st.stop()
 
 if live.empty:

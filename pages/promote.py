@@ -4,14 +4,15 @@ import streamlit as st
 
 from pages._ui import attempt, changed, engine, reviewer, settings
 from woe_core import promote, registry
+from woe_core.display import markdown_text
 from woe_core.reviewer import blocking, checklist, promote_as, rollback_as
 
 st.title("Promote a model")
 who, conf = reviewer(), settings()
 if who.mode == "local":
-    st.caption(f"Local mode: acting as **{who.name}** (no identity provider configured).")
+    st.caption(f"Local mode: acting as **{markdown_text(who.name)}** (no identity provider configured).")
 elif who.name:
-    st.caption(f"Signed in as **{who.name}**" + ("" if who.can_promote else f" — {who.why_not}"))
+    st.caption(f"Signed in as **{markdown_text(who.name)}**" + ("" if who.can_promote else f" — {markdown_text(who.why_not)}"))
 else:
     st.warning("Sign in to promote.")
     st.button("Sign in", on_click=st.login)

@@ -7,6 +7,7 @@ import streamlit as st
 from pages._ui import attempt, changed, engine, reviewer
 from woe_core import jobs, registry, train
 from woe_core.bands import DEFAULT_DSOLD_THRESHOLDS
+from woe_core.display import markdown_text
 
 st.title("Train a candidate")
 window = attempt(lambda: train.data_window(engine()))
@@ -55,7 +56,7 @@ def show_job() -> None:
         st.progress(job.fraction, text=f"Run #{job.job_id}: {job.step}…")
         return
     if job.status == "failed":
-        st.error(f"Run #{job.job_id} failed: {job.error}")
+        st.error(f"Run #{job.job_id} failed: {markdown_text(job.error)}")
         return
     if st.session_state.get("train_seen") != job.job_id:
         st.session_state["train_seen"] = job.job_id

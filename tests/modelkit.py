@@ -1,6 +1,6 @@
-"""Hand-written models for tests, and an independent Python reference of the band schema.
+"""Hand-written models for tests, and an independent Python reference of the banding in docs/model.md.
 
-Nothing here imports woe_core's banding: the reference is written from the design
+Nothing here imports woe_core's banding: the reference is written from the documentation
 text so that it can catch the SQL getting a boundary wrong.
 """
 
@@ -9,6 +9,12 @@ from __future__ import annotations
 import math
 
 import sqlalchemy as sa
+
+
+def fold_of(listing_id: int, k: int) -> int:
+    """Fold of a listing: one MINSTD step of ``|listing_id| mod (2**31 - 1)``, then ``mod k`` (Python ints, exact)."""
+    return ((abs(listing_id) % 2147483647) * 48271 % 2147483647) % k
+
 
 BAND_COLUMNS = {
     "dsold": "dsold_band", "trust": "trust_tier", "ship": "ship_band", "sale": "sale_band",
@@ -127,7 +133,7 @@ def _missing(x) -> bool:
 
 
 def reference_bands(row: dict, thresholds, cuts) -> dict[str, str]:
-    """Band values of one entrypoint row, straight from DESIGN §3."""
+    """Band values of one entrypoint row, straight from the band table of docs/model.md."""
     t1, t2, t3, t4 = thresholds
     d = row["delta_vs_sold_median_30d"]
     dsold = ("dSold_missing" if _missing(d) else "dSold_under" if d < t1 else "dSold_low" if d < t2

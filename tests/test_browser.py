@@ -109,8 +109,9 @@ def test_look_up_a_listing_and_see_its_score(page, app_url, two_models):
         listing = conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one()
     expected = score.lookup(engine, int(listing)).iloc[-1]  # the latest snapshot is explained first
     _open(page, f"{app_url}/lookup?listing={listing}")
-    page.get_by_text(f"{expected['woe_anchor_p_slow21']:.4f}").first.wait_for()
-    page.get_by_text(f"{expected['woe_logit']:+.4f}").first.wait_for()
+    # exact: the snapshot table also holds the unrounded numbers, in cells a browser may keep hidden
+    page.get_by_text(f"{expected['woe_anchor_p_slow21']:.4f}", exact=True).first.wait_for()
+    page.get_by_text(f"{expected['woe_logit']:+.4f}", exact=True).first.wait_for()
     page.screenshot(path=SHOTS / "lookup.png", full_page=True)
 
 

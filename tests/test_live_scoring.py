@@ -1,6 +1,5 @@
 """Live scoring of a hand-written model equals base_logit + Σ woe, computed here independently."""
 
-import math
 
 import pandas as pd
 import pytest
@@ -112,10 +111,15 @@ def test_lookup_without_active_model_says_so(certified_engine):
         score.lookup(certified_engine, 1)
 
 
-def test_extreme_logits_do_not_overflow(certified_engine):
-    with certified_engine.begin() as conn:
-        insert_model(conn, KEY, {("trust", v): 900.0 for v in ["HIGH", "MEDIUM", "LOW", "NEW", "trust_missing"]},
+@pytest.mark.parametrize(("woe", "p_bounds"), [(900.0, (1.0, 1.0)), (-900.0, (0.0, 1e-300))])
+def test_extreme_logits_do_not_overflow(certified_engine, woe, p_bounds):
+    with certified_engine.connect() as conn, conn.begin() as transaction:
+        insert_model(conn, KEY, {("trust", v): woe for v in ["HIGH", "MEDIUM", "LOW", "NEW", "trust_missing"]},
                      active=True, base_logit=0.0)
-        p = conn.execute(sa.text("SELECT min(woe_anchor_p_slow21), max(woe_anchor_p_slow21) "
-                                 "FROM ml.woe_anchor_scores_live_train_v")).one()
-    assert p == (1.0, 1.0) and not math.isnan(p[0])
+        logit_min, logit_max, p_min, p_max = conn.execute(sa.text(
+            "SELECT min(woe_logit), max(woe_logit), min(woe_anchor_p_slow21), max(woe_anchor_p_slow21) "
+            "FROM ml.woe_anchor_scores_live_train_v")).one()
+        transaction.rollback()
+    assert logit_min == logit_max == woe  # the logit itself is reported unclamped
+    assert p_bounds[0] <= p_min <= p_max <= p_bounds[1]
+    assert (p_min == 1.0) if woe > 0 else (p_max > 0.0)  # the sigmoid saturates without exp() overflowing

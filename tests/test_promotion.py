@@ -1,4 +1,4 @@
-"""Promotion: one atomic, serialised, audited way to change the active model."""
+"""Promotion (docs/governance.md): one atomic, serialised, audited way to change the active model."""
 
 from __future__ import annotations
 
@@ -541,9 +541,10 @@ def test_deleting_a_candidate_removes_it_and_all_its_artifacts(certified_engine)
         # Artifacts are normally written with their model; the owner's break-glass adds one later here.
         break_glass(conn, "test: add fold cuts and scores", key(1))
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 0, 0.4, 0.5, 10)"), {"k": key(1)})
-        if _scores_partitioned(conn):  # one partition per model, as training writes them
-            conn.execute(sa.text(f'CREATE TABLE ml."{_partition(key(1))}" PARTITION OF ml.woe_anchor_scores_v1 '
-                                 f"FOR VALUES IN ('{key(1)}')"))
+        assert _scores_partitioned(conn), "ml.woe_anchor_scores_v1 is no longer partitioned per model"
+        # one partition per model, named as training names it
+        conn.execute(sa.text(f'CREATE TABLE ml."{_partition(conn, key(1))}" PARTITION OF ml.woe_anchor_scores_v1 '
+                             f"FOR VALUES IN ('{key(1)}')"))
         conn.execute(sa.text(
             "INSERT INTO ml.woe_anchor_scores_v1 (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, "
             "p_slow21, slow21) SELECT :k, generation, listing_id, t0, 0, true, 0, 0.5, 1 "
@@ -553,15 +554,18 @@ def test_deleting_a_candidate_removes_it_and_all_its_artifacts(certified_engine)
                              {"k": key(1)}).scalar_one()
     assert n_map == sum(map(len, VALUES.values())), "the demo data shows every band value"
     assert _artifact_counts(engine, key(1)) == [1, 2, n_map, 5]
+    with engine.connect() as conn:
+        partition = f'ml."{_partition(conn, key(1))}"'
+        assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": partition}).scalar() is not None
     promote.delete_candidate(engine, key(1))
     assert _artifact_counts(engine, key(1)) == [0, 0, 0, 0]
     assert _artifact_counts(engine, key(2))[0] == 1
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f'ml."{_partition(key(1))}"'}).scalar() is None
+        assert conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": partition}).scalar() is None
 
 
-def _partition(model_key: str) -> str:
-    return f"woe_anchor_scores_v1__{model_key}"
+def _partition(conn, model_key: str) -> str:
+    return conn.execute(sa.text("SELECT ml.woe_anchor_scores_partition_name(:k)"), {"k": model_key}).scalar_one()
 
 
 def _scores_partitioned(conn) -> bool:

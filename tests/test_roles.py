@@ -1,4 +1,4 @@
-"""Roles: reading scores, training, certifying and promoting are separate privileges.
+"""Roles (docs/governance.md): reading scores, training, certifying and promoting are separate privileges.
 
 Each test logs in as fresh LOGIN roles that are members of one group role
 (woe_reader, woe_trainer, woe_certifier, woe_promoter) and checks what they may

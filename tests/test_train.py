@@ -1,7 +1,7 @@
-"""Training against a slow, obviously correct reference written here from DESIGN §4.
+"""Training against a slow, obviously correct reference written here from docs/model.md.
 
 The reference loops over rows in plain Python and shares no code with the engine
-(its banding is modelkit's, written from the design text).
+(its banding is modelkit's, written from the band definitions in docs/model.md).
 """
 
 from __future__ import annotations
@@ -15,17 +15,13 @@ import pytest
 import sqlalchemy as sa
 from numpy.testing import assert_allclose
 
-from modelkit import BAND_COLUMNS, VALUES, presentation_score, reference_bands
+from modelkit import BAND_COLUMNS, VALUES, fold_of, presentation_score, reference_bands
 from woe_core import certify, demo, train
 from woe_core.errors import CertificationRequired, InvalidParameter
 
 DAY = timedelta(days=1)
 T = (-0.15, -0.05, 0.05, 0.15)
 CUTOFF = datetime(2026, 8, 1, tzinfo=UTC)
-
-
-def _fold(listing_id: int, k: int) -> int:
-    return ((abs(listing_id) % 2147483647) * 48271 % 2147483647) % k
 
 
 def _label(row, asof):
@@ -45,7 +41,7 @@ def _raw_rows(engine):
 
 
 def reference(rows, cutoff, h, eps, k, thresholds=T):
-    """Everything DESIGN §4 says a model is, computed row by row."""
+    """Everything docs/model.md says a model is, computed row by row."""
     data_end = max(max(r["t0"] for r in rows), max((r["sold_at"] for r in rows if r["sold_at"]), default=cutoff))
     train_rows, eval_rows = [], []
     for r in rows:
@@ -53,7 +49,7 @@ def reference(rows, cutoff, h, eps, k, thresholds=T):
             y = _label(r, cutoff)
             if y is not None:
                 w = 0.5 ** ((cutoff - r["t0"]).total_seconds() / 86400 / h)
-                train_rows.append({**r, "y": y, "w": w, "fold": _fold(r["listing_id"], k)})
+                train_rows.append({**r, "y": y, "w": w, "fold": fold_of(r["listing_id"], k)})
         else:
             y = _label(r, data_end)
             if y is not None:
@@ -186,12 +182,10 @@ def test_train_serve_parity(engine):
     _certified_demo(engine, 250, 5)
     key = train.train(engine, train.TrainParams(CUTOFF, 60.0, 1.0, 3), "t").model_key
     with engine.begin() as conn:
-        if conn.execute(sa.text("SELECT to_regproc('ml.promote_woe_anchor_model') IS NOT NULL")).scalar():
-            conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, 'test', 'parity check')"), {"k": key})
-        else:
-            conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
-                         {"k": key})
+        conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, 'test', 'parity check')"), {"k": key})
     with engine.connect() as conn:
+        active = conn.execute(sa.text("SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active"))
+        assert active.scalars().all() == [key]
         base = conn.execute(sa.text("SELECT base_logit FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
                             {"k": key}).scalar_one()
         fmap = {(f, b, v): w for f, b, v, w in conn.execute(sa.text(
@@ -334,7 +328,7 @@ def test_a_fold_whose_outside_rows_hold_one_class_is_a_clear_error(engine):
     by_fold: dict[int, list[int]] = {0: [], 1: []}
     lid = 1
     while min(len(v) for v in by_fold.values()) < 4:
-        by_fold[_fold(lid, 2)].append(lid)
+        by_fold[fold_of(lid, 2)].append(lid)
         lid += 1
     with engine.begin() as conn:
         for i in by_fold[0][:4]:

@@ -1,13 +1,11 @@
-"""The band schema (DESIGN §3) as Python sees it.
+"""The band schema (docs/model.md) as Python sees it.
 
 Banding itself is SQL only (``ml.woe_anchor_bands_v1`` and the ``ml.woe_band_*``
 functions in ``sql/V0004``); this module holds the names the rest of the package
-and the app refer to, and the fold formula that ``ml.woe_fold`` implements.
+and the app refer to. The fold of a listing is ``ml.woe_fold`` in SQL alone.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 BAND_SCHEMA_VERSION = 1
 DEFAULT_DSOLD_THRESHOLDS = (-0.15, -0.05, 0.05, 0.15)
@@ -40,12 +38,3 @@ BAND_VALUES: dict[str, tuple[str, ...]] = {
     "acc": ("acc_full", "acc_partial", "acc_none", "acc_missing"),
 }
 
-
-def fold_of(listing_id: np.ndarray | int, n_folds: int) -> np.ndarray | int:
-    """Cross-validation fold of a listing, as ``ml.woe_fold`` computes it.
-
-    One Park–Miller (MINSTD) step of ``|listing_id| mod (2**31 - 1)``, then
-    ``mod n_folds``; all snapshots of a listing share a fold.
-    """
-    x = np.abs(np.asarray(listing_id, dtype=np.int64)) % 2147483647
-    return (x * 48271 % 2147483647) % n_folds

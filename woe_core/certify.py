@@ -1,4 +1,4 @@
-"""Dataset certification.
+"""Dataset certification (docs/certification.md).
 
 ``certify`` asks the database to certify: ``audit.certify_dataset`` locks the
 dataset's sources against writers, runs the contract, row, plausibility and
@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .db import woe_errors
+from .display import human_duration
 from .errors import InvalidParameter
 from .identity import require_actor
 
@@ -109,7 +110,7 @@ class CertificationStatus:
         if not self.latest.passed:
             return "latest certification failed: " + ", ".join(c.name for c in self.latest.failed_checks)
         if self.age is not None and self.age >= self.max_age:
-            return f"latest certification is {self.age} old (limit {self.max_age})"
+            return f"latest certification is {human_duration(self.age)} old (limit {human_duration(self.max_age)})"
         if self.data_changed_at is not None and self.data_changed_at > self.latest.certified_at:
             return f"data changed at {self.data_changed_at:%Y-%m-%d %H:%M:%S %Z} after the latest certification"
         return "fresh"

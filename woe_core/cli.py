@@ -1,12 +1,16 @@
-"""Command line: ``python -m woe_core COMMAND`` for schedulers and operators.
+"""Command line: ``woe COMMAND`` (or ``python -m woe_core COMMAND``) for schedulers and operators.
 
-Every command prints a readable result; a ``WoeError`` is printed as one line on
-stderr with exit code 1 (2 for usage errors), never as a traceback.
+Every command prints a readable result. Every refusal or error is one line on
+stderr starting with ``error:`` and exit code 1 (2 for a malformed command line),
+never a traceback; a reader that closes the pipe early (``| head``) ends the
+command quietly. Text that users or the database supply (actors, reasons, model
+keys, dataset names) is printed with its control characters escaped.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -17,17 +21,40 @@ from sqlalchemy.exc import DBAPIError
 
 from . import bootstrap, certify, db, demo, migrations, promote, registry, score, train
 from .bands import DEFAULT_DSOLD_THRESHOLDS
-from .errors import WoeError
+from .display import human_duration, terminal_text
+from .errors import CertificationRequired, PromotionRefused, WoeError
 from .identity import local_actor
+
+PROG = "python -m woe_core"
+
+
+class CommandFailed(Exception):
+    """A refusal the CLI itself reports (exit code 1); its message is the text after ``error:``."""
 
 
 def _engine(args: argparse.Namespace):
     return db.get_engine(args.database_url)
 
 
+def _say(text: str) -> None:
+    """Print ``text`` line by line with control characters escaped (terminal escapes are shown, not obeyed)."""
+    for line in str(text).split("\n"):
+        print(terminal_text(line))
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """``frame`` as a text table whose text cells are made terminal-safe one by one."""
+    shown = frame.copy()
+    for name in shown.columns:
+        if shown[name].dtype == object or pd.api.types.is_string_dtype(shown[name].dtype):
+            cells = [v if v is None or not isinstance(v, str) else terminal_text(v) for v in shown[name]]
+            shown[name] = pd.Series(cells, index=shown.index, dtype=object)
+    return shown.to_string(index=False)
+
+
 def cmd_init_db(args: argparse.Namespace) -> int:
     applied = migrations.migrate(_engine(args))
-    print("applied: " + ", ".join(m.path.name for m in applied) if applied else "database is up to date")
+    _say("applied: " + ", ".join(m.path.name for m in applied) if applied else "database is up to date")
     return 0
 
 
@@ -42,10 +69,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_certification(cert: certify.Certification) -> int:
-    print(cert.summary())
+    _say(cert.summary())
     for check in cert.checks:
         mark = "ok  " if check.passed else "FAIL"
-        print(f"  {mark} {check.name:<32} {check.violations:>10,}  {check.description}")
+        _say(f"  {mark} {check.name:<32} {check.violations:>10,}  {check.description}")
     return 0 if cert.passed else 1
 
 
@@ -56,11 +83,12 @@ def cmd_certify(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     engine = _engine(args)
     info = db.describe(engine)
-    print(f"database: {info.kind} {info.location} (PostgreSQL {info.server_version})")
-    print(f"snapshots: {bootstrap.snapshot_count(engine):,}")
+    _say(f"database: {info.kind} {info.location} (PostgreSQL {info.server_version})")
+    _say(f"snapshots: {bootstrap.snapshot_count(engine):,}")
     st = certify.status(engine)
-    print(f"certification: {st.reason}" + (f" (#{st.latest.certification_id}, age {st.age})" if st.latest else ""))
-    print(f"active model: {registry.active_model_key(engine) or 'none'}")
+    age = f", age {human_duration(st.age)}" if st.age is not None else ""
+    _say(f"certification: {st.reason}" + (f" (#{st.latest.certification_id}{age})" if st.latest else ""))
+    _say(f"active model: {registry.active_model_key(engine) or 'none'}")
     return 0
 
 
@@ -71,20 +99,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:
         columns = ["model_key", "is_active", "created_at", "created_by", "train_cutoff_ts", "half_life_days", "eps",
                    "n_folds", "base_rate", "oof_auc", "eval_auc"]
-        print(models[columns].to_string(index=False))
+        print(_table(models[columns]))
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     frame = score.lookup(_engine(args), args.listing_id, model_key=args.model)
     if frame.empty:
-        print(f"listing {args.listing_id} has no snapshot")
-        return 1
+        raise CommandFailed(f"listing {args.listing_id} has no snapshot in the feature store")
     for _, row in frame.iterrows():
-        print(f"{row['model_key']}  listing {row['listing_id']}  t0 {row['t0']}  "
-              f"p_slow21 {row['woe_anchor_p_slow21']:.4f}  woe_logit {row['woe_logit']:+.4f}")
+        _say(f"{row['model_key']}  listing {row['listing_id']}  t0 {row['t0']}  "
+             f"p_slow21 {row['woe_anchor_p_slow21']:.4f}  woe_logit {row['woe_logit']:+.4f}")
         with pd.option_context("display.width", 120):
-            print(score.contributions(row).to_string(index=False))
+            print(_table(score.contributions(row)))
     return 0
 
 
@@ -103,50 +130,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def progress(step: str, fraction: float) -> None:
-        print(f"[{fraction:4.0%}] {step} ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+        elapsed = human_duration(time.perf_counter() - started)
+        print(terminal_text(f"[{fraction:4.0%}] {step} ({elapsed})"), file=sys.stderr, flush=True)
 
     result = train.train(_engine(args), params, args.actor or local_actor(), progress=progress)
-    print(result.summary())
+    _say(result.summary())
     iv = result.metrics["information_value"]
-    print("information value: " + ", ".join(f"{b} {v:.3f}" for b, v in sorted(iv.items(), key=lambda x: -x[1])))
+    _say("information value: " + ", ".join(f"{b} {v:.3f}" for b, v in sorted(iv.items(), key=lambda x: -x[1])))
     flips = [f"{s['band_name']}:{s['band_value']}" for s in result.metrics["fold_stability"] if s["sign_flip"]]
-    print("sign flips across folds: " + (", ".join(flips) if flips else "none"))
+    _say("sign flips across folds: " + (", ".join(flips) if flips else "none"))
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    failed = [c for c in promote.preflight(engine, args.model_key) if c.passed is False]
-    for check in failed:
-        print(f"  FAIL {check.name}: {check.detail}", file=sys.stderr)
-    promotion_id = promote.promote(engine, args.model_key, args.actor or local_actor(), args.reason)
-    print(f"promoted {args.model_key} (history #{promotion_id})")
+    try:
+        promotion_id = promote.promote(engine, args.model_key, args.actor or local_actor(), args.reason)
+    except (PromotionRefused, CertificationRequired):  # every failed check in one line, not just the first
+        failed = [c for c in promote.preflight(engine, args.model_key) if c.passed is False]
+        if not failed:
+            raise
+        raise CommandFailed(f"promotion of {args.model_key!r} refused: "
+                            + "; ".join(f"{c.name}: {c.detail}" for c in failed)) from None
+    _say(f"promoted {args.model_key} (history #{promotion_id})")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     key = promote.rollback(_engine(args), args.actor or local_actor(), args.reason)
-    print(f"rolled back: {key} is active again")
+    _say(f"rolled back: {key} is active again")
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     history = promote.history(_engine(args), limit=args.limit)
-    print(history.to_string(index=False) if len(history) else "no promotion recorded")
+    print(_table(history) if len(history) else "no promotion recorded")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     promote.delete_candidate(_engine(args), args.model_key)
-    print(f"deleted candidate {args.model_key} and all its artifacts")
+    _say(f"deleted candidate {args.model_key} and all its artifacts")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m woe_core", description=__doc__.splitlines()[0])
+class _Parser(argparse.ArgumentParser):
+    """argparse with its complaint as one ``error:`` line (exit code 2) instead of usage plus message."""
+
+    def error(self, message: str):
+        _error(f"{message} (see {self.prog} --help)")
+        raise SystemExit(2)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--database-url", default=None,
                         help="PostgreSQL URL (default: WOE_DATABASE_URL, else the embedded server)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("init-db", help="apply pending SQL migrations").set_defaults(func=cmd_init_db)
 
@@ -201,18 +241,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _error(message: str) -> None:
+    """One line on stderr: ``error: message`` with control characters (newlines too) escaped."""
+    print(f"error: {terminal_text(message)}", file=sys.stderr, flush=True)
+
+
+def _database_message(exc: DBAPIError) -> str:
+    """The database's refusal as one line, with a hint when the schema is missing."""
+    orig = exc.orig
+    text = str(orig if orig is not None else exc).strip()
+    message = text.splitlines()[0] if text else type(orig or exc).__name__
+    hint = ""
+    if getattr(orig, "sqlstate", None) in ("42P01", "3F000"):  # undefined table / schema
+        hint = " (is the database migrated? run: python -m woe_core init-db)"
+    return f"database: {message}{hint}"
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout went away: send what is still buffered nowhere (no second error at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """Run one command; return the process exit code (0 ok, 1 refused or failed, 2 malformed command line)."""
     try:
-        return args.func(args)
-    except WoeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        args = build_parser(prog).parse_args(argv)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # e.g. `woe history | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except (WoeError, CommandFailed) as exc:
+        _error(str(exc))
         return 1
     except DBAPIError as exc:  # the database refused: its first message line, never a traceback
-        orig = exc.orig
-        message = str(orig).strip().splitlines()[0] if orig is not None else str(exc).splitlines()[0]
-        hint = ""
-        if getattr(orig, "sqlstate", None) in ("42P01", "3F000"):  # undefined table / schema
-            hint = " (is the database migrated? run: python -m woe_core init-db)"
-        print(f"error: database: {message}{hint}", file=sys.stderr)
+        _error(_database_message(exc))
         return 1
+
+
+def run() -> None:
+    """Entry point of the ``woe`` console script."""
+    sys.exit(main(prog="woe"))

@@ -7,6 +7,7 @@ recomputes a model, it only reshapes what was stored for a reviewer.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ def metrics(engine: Engine, keys: list[str]) -> dict[str, dict]:
     """The stored metrics document of each model, in the order given; unknown keys are named."""
     keys = _keys(keys)
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text(
+        rows: dict[str, Any] = dict(conn.execute(sa.text(
             "SELECT model_key, metrics FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"),
             {"k": keys}).all())
     missing = [k for k in keys if k not in rows]

@@ -1,4 +1,4 @@
-"""The feature-store contract and a check that names every breach."""
+"""The feature-store contract (docs/architecture.md) and a check that names every breach."""
 
 from __future__ import annotations
 

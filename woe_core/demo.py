@@ -229,8 +229,10 @@ def _bool_series(values: np.ndarray, null: np.ndarray) -> pd.arrays.BooleanArray
 
 def _str_series(labels: tuple[str, ...], codes: np.ndarray) -> pd.Series:
     """Labels by code; code ``len(labels)`` is null."""
-    cat = pd.Categorical.from_codes(np.where(codes >= len(labels), -1, codes), categories=list(labels))
-    return pd.Series(cat).astype("str")
+    # An object column holding None for a missing value: ``astype("str")`` of a
+    # categorical writes the text 'nan' there on pandas 2.x and a real null on 3.x.
+    values = np.array([*labels, None], dtype=object)
+    return pd.Series(values[np.minimum(codes, len(labels))], dtype=object)
 
 
 def _utc(seconds: np.ndarray, null: np.ndarray | None = None) -> pd.Series:
@@ -384,7 +386,7 @@ def _time_to_sale(rng: np.random.Generator, eta: np.ndarray, e: dict[str, np.nda
     h_end = np.cumsum(seg_hazard, axis=1)
     h_start = np.zeros_like(h_end)
     h_start[:, 1:] = h_end[:, :-1]
-    budget = rng.exponential(1.0, n)
+    budget: np.ndarray = rng.exponential(1.0, size=(n,))
     k = np.argmax(h_end > budget[:, None], axis=1)
     rows = np.arange(n)
     t_sale = seg_start[rows, k] + (budget - h_start[rows, k]) / rate[rows, k]

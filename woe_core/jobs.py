@@ -75,10 +75,6 @@ class JobRunner:
     def get(self, job_id: int) -> Job | None:
         return self._jobs.get(job_id)
 
-    def all(self) -> list[Job]:
-        """Every job of this process, newest first."""
-        return sorted(self._jobs.values(), key=lambda j: j.job_id, reverse=True)
-
     def wait(self, job_id: int, timeout: float) -> Job:
         """Block until the job finishes or ``timeout`` seconds pass (for CLIs and tests)."""
         deadline = datetime.now(UTC).timestamp() + timeout

@@ -12,16 +12,36 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from .db import PROJECT_ROOT
+from .db import PROJECT_ROOT, driver_connection
 from .errors import MigrationError
 
-SQL_DIR = PROJECT_ROOT / "sql"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _sql_dir() -> Path:
+    """``woe_core/sql`` inside an installed package (the build copies ``sql/`` there), else ``sql/`` of the checkout."""
+    packaged = Path(str(resources.files("woe_core") / "sql"))
+    return packaged if packaged.is_dir() else PROJECT_ROOT / "sql"
+
+
+SQL_DIR = _sql_dir()
+
+
+def source_file(rel: str) -> Path:
+    """A file named as in the repository (``woe_core/train.py``, ``sql/V0004__...sql``), in a checkout or installed."""
+    top, _, rest = rel.partition("/")
+    if top == "sql":
+        return SQL_DIR / rest
+    if top == "woe_core":
+        return PACKAGE_DIR / rest
+    raise ValueError(f"source_file takes a path under 'sql/' or 'woe_core/', got {rel!r}")
 FILENAME_RE = re.compile(r"^V(?P<version>\d{4})__(?P<name>[a-z0-9]+(?:_[a-z0-9]+)*)\.sql$")
 # pg_advisory_lock key: the first 8 bytes of sha256("woe_core.migrations"), as a signed int64.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"woe_core.migrations").digest()[:8], "big", signed=True)
@@ -98,7 +118,7 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[Migration]:
         conn.commit()
         try:
             with conn.begin():
-                conn.connection.driver_connection.execute(LEDGER_DDL)
+                driver_connection(conn).execute(LEDGER_DDL)
             ledger = {
                 row.version: row
                 for row in conn.execute(sa.text("SELECT version, name, checksum FROM audit.schema_migrations"))
@@ -122,7 +142,7 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[Migration]:
                     continue
                 with conn.begin():
                     try:
-                        conn.connection.driver_connection.execute(migration.sql)
+                        driver_connection(conn).execute(migration.sql)
                     except Exception as exc:
                         raise MigrationError(f"migration {migration.path.name!r} failed: {exc}") from exc
                     conn.execute(

@@ -1,4 +1,4 @@
-"""Promotion: the preflight checklist, promote, roll back, history, delete.
+"""Promotion (docs/governance.md): the preflight checklist, promote, roll back, history, delete.
 
 Every rule lives in the database (``sql/V0006__governance.sql`` and
 ``sql/V0007__integrity.sql``), so a psql user gets the same answers as the app:

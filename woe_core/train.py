@@ -1,4 +1,4 @@
-"""Training: one call turns the certified feature stores into a candidate model.
+"""Training (docs/model.md): one call turns the certified feature stores into a candidate model.
 
 Row-level work runs in PostgreSQL: rows are banded by the same SQL as live
 scoring (``ml.woe_anchor_bands_v1`` and ``ml.woe_band_present`` with each fold's
@@ -16,7 +16,7 @@ Definitions, at cutoff C and data end E (the newest t0 or sold_at):
 * TRAIN: ``t0 < C``, labelled as of C, weight ``0.5 ** (days(C - t0) / h)`` with
   fractional days (the exponent capped at 1000, where the weight is ~1e-301, so a
   tiny half-life cannot underflow). EVAL: ``t0 >= C``, labelled as of E, weight 1.
-* fold: ``ml.woe_fold(listing_id, K)`` (see ``bands.fold_of``).
+* fold: ``ml.woe_fold(listing_id, K)``.
 * cuts: ``percentile_cont(1/3, 2/3)`` of presentation_score over the TRAIN rows
   being fitted that have one (fold k: rows outside fold k; final: all TRAIN rows).
 """
@@ -44,9 +44,10 @@ from . import woe_math
 from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
 from .certify import ENTRYPOINT
 from .contract import SOCIO_STORE
-from .db import PROJECT_ROOT, fetch_arrays, woe_errors
+from .db import fetch_arrays, woe_errors
 from .errors import InvalidParameter, WoeError
 from .identity import require_actor
+from .migrations import source_file
 
 # The bytes behind code_sha256: these files, in this order, each as
 # "<relative path>\0<file bytes>\0", hashed together with SHA-256.
@@ -75,7 +76,7 @@ def code_sha256() -> str:
     """SHA-256 of the training code (see ``TRAINING_CODE_FILES``)."""
     digest = hashlib.sha256()
     for rel in TRAINING_CODE_FILES:
-        digest.update(rel.encode() + b"\0" + (PROJECT_ROOT / rel).read_bytes() + b"\0")
+        digest.update(rel.encode() + b"\0" + source_file(rel).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -122,8 +123,8 @@ def validate_params(params: TrainParams) -> TrainParams:
         problems.append(f"dsold_thresholds must be {PARAMETER_CONSTRAINTS['dsold_thresholds']}, got {t!r}")
     if problems:
         raise InvalidParameter("; ".join(problems))
-    return TrainParams(c.astimezone(UTC), float(params.half_life_days), float(params.eps), int(k),
-                       tuple(float(x) for x in t))
+    t1, t2, t3, t4 = (float(x) for x in t)
+    return TrainParams(c.astimezone(UTC), float(params.half_life_days), float(params.eps), int(k), (t1, t2, t3, t4))
 
 
 @dataclass

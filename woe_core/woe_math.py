@@ -1,4 +1,4 @@
-"""The WOE math of DESIGN §4 on small aggregate arrays.
+"""The WOE math (docs/model.md) on small aggregate arrays.
 
 Training aggregates rows in PostgreSQL into weighted sums per (model, fold,
 band value, label); everything here works on those sums, so its cost does not
@@ -80,24 +80,3 @@ def dense_sums(frame: pd.DataFrame, n_folds: int) -> tuple[np.ndarray, list[tupl
               frame[list(SUM_COLUMNS)].to_numpy(float))
     return sums, levels
 
-
-def fold_sums(codes: dict[str, np.ndarray], fold: np.ndarray, y: np.ndarray, w: np.ndarray,
-              levels: dict[str, list[str]], n_folds: int) -> tuple[np.ndarray, list[tuple[str, str]], dict[str, int]]:
-    """In-memory counterpart of the training aggregate: one weighted ``bincount`` per band.
-
-    ``codes[band]`` holds each row's value index into ``levels[band]``. Returns
-    (sums, levels, offset of each band's first level); every model gets the same
-    sums (in memory there is no per-fold presentation re-banding).
-    """
-    blocks, all_levels, offsets = [], [], {}
-    for band, code in codes.items():
-        n = len(levels[band])
-        offsets[band] = len(all_levels)
-        all_levels += [(band, v) for v in levels[band]]
-        key = (fold * n + code) * 2 + y
-        size = n_folds * n * 2
-        ws = np.bincount(key, weights=w, minlength=size).reshape(n_folds, n, 2)
-        ns = np.bincount(key, minlength=size).reshape(n_folds, n, 2)
-        blocks.append(np.stack([ws[..., 1], ws[..., 0], ns[..., 1], ns[..., 0]], axis=-1))
-    one = np.concatenate(blocks, axis=1)  # (fold, level, stat)
-    return np.broadcast_to(one, (n_folds + 1, *one.shape)), all_levels, offsets
