@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelkit import handwritten_map, insert_model
+from modelkit import derived_model, handwritten_map, insert_model
 from woe_core import cli, db
 from woe_core.display import human_duration, markdown_text, terminal_text
 
@@ -89,7 +89,7 @@ def test_a_malformed_command_line_is_one_error_line(capsys):
 
 def test_control_characters_of_actor_reason_and_key_are_escaped(capsys, certified_engine):
     with certified_engine.begin() as conn:
-        insert_model(conn, KEY, handwritten_map())
+        derived_model(conn, KEY)
     url = _url(certified_engine)
     actor, reason = "mal\x1b[31mlory\x07", "ok\x1b[2J\nforged line\u202e"
     code, out, _ = _run(capsys, "--database-url", url, "promote", KEY, "--actor", actor, "--reason", reason)
