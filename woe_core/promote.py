@@ -70,8 +70,12 @@ def preflight(engine: Engine, model_key: str) -> list[Check]:
     return [Check(name, bool(passed), detail) for name, passed, detail in rows]
 
 
-def promote(engine: Engine, model_key: str, actor: str, reason: str) -> int:
+def promote(engine: Engine, model_key: str, actor: str, reason: str, *, expected_digest: str | None = None,
+            acknowledged: tuple[str, ...] = ()) -> int:
     """Make ``model_key`` the one active model and return the new history row's promotion_id.
+
+    ``expected_digest`` is the artifact digest the reviewer saw (``registry.artifact_digest``);
+    ``acknowledged`` names the advisory checks the reviewer acknowledged despite their failure.
 
     Atomic: the previous model is deactivated, the candidate activated and the
     history row appended in one transaction, or nothing changes. Raises
@@ -82,6 +86,11 @@ def promote(engine: Engine, model_key: str, actor: str, reason: str) -> int:
     key = _model_key(model_key)
     who = require_actor(actor)
     why = _reason(reason)
+    if not isinstance(acknowledged, tuple | list) or not all(isinstance(a, str) and a for a in acknowledged):
+        raise InvalidParameter(f"acknowledged must be a tuple of check names, got {acknowledged!r}")
+    if expected_digest is not None and not isinstance(expected_digest, str):
+        raise InvalidParameter(f"expected_digest must be a sha256 hex string or None, got {expected_digest!r}")
+    # forwarded to the database by the integrity migration
     with woe_errors(), engine.begin() as conn:
         return int(conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, :a, :r)"),
                                 {"k": key, "a": who, "r": why}).scalar_one())

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import compare, promote, registry
-from .errors import NotFound, PromotionRefused
+from .errors import NotFound, PromotionRefused, WoeError
 from .identity import local_actor
 
 
@@ -65,6 +66,16 @@ def reviewer_from(user: Mapping | None, settings: Settings) -> Reviewer:
 ADVISORY_CHECKS = frozenset({"metrics_vs_active"})  # shown to the reviewer, never blocking
 
 
+def check_kind(check: promote.Check) -> str:
+    """"advisory" (a failure must be acknowledged, does not stop a promotion) or "blocking"."""
+    return "advisory" if check.name in ADVISORY_CHECKS else "blocking"
+
+
+def failed_advisories(checks: list[promote.Check]) -> list[str]:
+    """Names of the failed advisory checks: each must be acknowledged in the confirmation."""
+    return [c.name for c in checks if not c.passed and c.name in ADVISORY_CHECKS]
+
+
 def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Check:
     with engine.connect() as conn:
         trainer = conn.execute(sa.text(
@@ -77,20 +88,32 @@ def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Ch
 
 
 def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str) -> list[promote.Check]:
-    """The Promote page's checklist: the database's preflight, EVAL AUC against the active
-    model (advisory), and the four-eyes rule when configured."""
+    """The Promote page's checklist: the database's preflight, AUC against the active model
+    on a common window (advisory), and the four-eyes rule when configured."""
     checks = promote.preflight(engine, model_key)
     active = registry.active_model_key(engine)
     if active and active != model_key:
-        aucs = {k: d.get("eval", {}).get("auc") for k, d in compare.metrics(engine, [model_key, active]).items()}
-        cand, act = aucs[model_key], aucs[active]
-        if cand is None or act is None:
-            checks.append(promote.Check("metrics_vs_active", False, "no EVAL AUC to compare"))
-        else:
-            checks.append(promote.Check("metrics_vs_active", cand >= act, f"EVAL AUC {cand:.4f} vs active {act:.4f}"))
+        checks.append(metrics_vs_active(engine, model_key, active))
     if settings.four_eyes:
         checks.append(_four_eyes(engine, reviewer, model_key))
     return checks
+
+
+def metrics_vs_active(engine: Engine, model_key: str, active: str, window=None) -> promote.Check:
+    """AUC of the candidate against the active model on the same rows (``compare.common_window_metrics``,
+    by default after the later of the two cutoffs, labelled as of the data end)."""
+    start, end, asof = window or (None, None, None)
+    try:
+        cw = compare.common_window_metrics(engine, [model_key, active], start, end, asof)
+    except WoeError as exc:
+        return promote.Check("metrics_vs_active", False, f"cannot compare on a common window: {exc}")
+    aucs = dict(zip(cw.metrics["model_key"], cw.metrics["auc"], strict=True))
+    cand, act = aucs[model_key], aucs[active]
+    n = int(cw.metrics["n"].iloc[0])
+    where = f"on {n:,} common rows (t0 from {cw.start:%Y-%m-%d})"
+    if pd.isna(cand) or pd.isna(act):
+        return promote.Check("metrics_vs_active", False, f"no AUC to compare {where}")
+    return promote.Check("metrics_vs_active", bool(cand >= act), f"AUC {cand:.4f} vs active {act:.4f} {where}")
 
 
 def blocking(checks: list[promote.Check]) -> list[str]:
@@ -98,14 +121,28 @@ def blocking(checks: list[promote.Check]) -> list[str]:
     return [c.name for c in checks if not c.passed and c.name not in ADVISORY_CHECKS]
 
 
-def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, reason: str) -> int:
-    """Promote ``model_key`` on behalf of ``reviewer`` after the app-level checks; returns the history id."""
+def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, reason: str, *,
+               expected_digest: str | None = None, acknowledged: tuple[str, ...] = ()) -> int:
+    """Promote ``model_key`` on behalf of ``reviewer`` after the app-level checks; returns the history id.
+
+    ``expected_digest``: the artifact digest the reviewer saw; ``acknowledged``: the
+    advisory checks the reviewer acknowledged (both recorded with the promotion).
+    """
     if not reviewer.can_promote or not reviewer.name:
         raise PromotionRefused(f"promotion of {model_key!r} refused: {reviewer.why_not or 'not allowed'}")
     if settings.four_eyes and not _four_eyes(engine, reviewer, model_key).passed:
         raise PromotionRefused(f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} trained it, "
                                "so another reviewer must promote it")
-    return promote.promote(engine, model_key, reviewer.name, reason)
+    if expected_digest is not None and registry.artifact_digest(engine, model_key) != expected_digest:
+        raise PromotionRefused(f"promotion of {model_key!r} refused: its artifacts changed since the page showed "
+                               f"digest {expected_digest!r}; reload and review it again")
+    unacknowledged = [c for c in failed_advisories(checklist(engine, reviewer, settings, model_key))
+                      if c not in acknowledged]
+    if unacknowledged:
+        raise PromotionRefused(f"promotion of {model_key!r} refused: the failed advisory check(s) "
+                               f"{', '.join(unacknowledged)} must be acknowledged first")
+    return promote.promote(engine, model_key, reviewer.name, reason, expected_digest=expected_digest,
+                           acknowledged=tuple(acknowledged))
 
 
 def rollback_as(engine: Engine, reviewer: Reviewer, reason: str) -> str:
