@@ -105,13 +105,20 @@ st.subheader("Stored metrics (each model on its own EVAL window)")
 st.caption("OOF and EVAL figures as stored at training; EVAL windows differ between models (see eval rows), "
            "so compare EVAL figures across models on the common window above.")
 summary = summary.assign(model=[labels[k] for k in summary["model_key"]])
-st.dataframe(summary[["model", "is_active", "train_cutoff_ts", "half_life_days", "eps", "n_folds", "train_rows",
-                      "eval_rows", "oof_auc", "eval_auc", "oof_log_loss", "eval_log_loss", "oof_brier",
-                      "eval_brier", "base_rate", "model_key"]], hide_index=True,
-             column_config={"eval_rows": st.column_config.NumberColumn("eval rows (own window)"),
-                            "eval_auc": st.column_config.NumberColumn("eval_auc (own window)", format="%.4f"),
+st.dataframe(summary, hide_index=True,
+             column_order=["model", "is_active", "train_cutoff_ts", "half_life_days", "eps", "n_folds", "train_rows",
+                           "eval_rows", "oof_auc", "eval_auc"],
+             column_config={"is_active": st.column_config.CheckboxColumn("active", width="small"),
+                            "train_cutoff_ts": st.column_config.DatetimeColumn("cutoff", format="YYYY-MM-DD"),
+                            "half_life_days": st.column_config.NumberColumn("half-life", width="small"),
+                            "eps": st.column_config.NumberColumn(width="small"),
+                            "n_folds": st.column_config.NumberColumn("folds", width="small"),
+                            "eval_rows": st.column_config.NumberColumn("eval rows (own window)"),
                             "oof_auc": st.column_config.NumberColumn(format="%.4f"),
-                            "model_key": st.column_config.TextColumn("full key")})
+                            "eval_auc": st.column_config.NumberColumn("eval_auc (own window)", format="%.4f"),
+                            "eval_log_loss": st.column_config.NumberColumn(format="%.4f"),
+                            "eval_brier": st.column_config.NumberColumn(format="%.4f")})
+st.caption("More columns (log loss, Brier, base rate, the full key) under the table's column menu.")
 
 st.subheader("WOE by band")
 tables = compare.woe_tables(engine(), chosen)
@@ -119,12 +126,20 @@ band = st.radio("Band", BAND_NAMES, horizontal=True, key="band")
 part = tables[tables["band_name"] == band].drop(columns="band_name")
 woe_cols = [f"woe[{k}]" for k in chosen] + [f"delta[{k}]" for k in chosen[1:]]
 sum_cols = [c for c in part.columns if c not in woe_cols and c != "band_value"]
-shown = part[["band_value"] + woe_cols + sum_cols].rename(
-    columns=lambda c: c if c == "band_value" else
-    ("Δ " if c.startswith("delta[") else c.split("[")[0] + " ") + labels[c[c.index("[") + 1:-1]])
+
+
+def short_columns(c: str) -> str:
+    if c == "band_value":
+        return c
+    return ("Δ " if c.startswith("delta[") else c.split("[")[0] + " ") + labels[c[c.index("[") + 1:-1]]
+
+
+shown = part[["band_value"] + woe_cols].rename(columns=short_columns)
 st.dataframe(shown, hide_index=True,
              column_config={c: st.column_config.NumberColumn(format="%+.4f") for c in shown.columns
-                            if c.startswith(("woe ", "Δ "))})
+                            if c != "band_value"})
+st.caption("Δ = the model's WOE minus the first model's. The weighted sums behind each WOE:")
+st.dataframe(part[["band_value"] + sum_cols].rename(columns=short_columns), hide_index=True)
 long = part.melt(id_vars="band_value", value_vars=[f"woe[{k}]" for k in chosen], var_name="model",
                  value_name="woe").dropna()
 long["model_key"] = long["model"].str[4:-1]

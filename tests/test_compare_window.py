@@ -91,7 +91,7 @@ def test_common_window_refuses_an_empty_window_and_unknown_models(two_models):
 
 
 def test_short_labels_tell_keys_of_the_same_day_apart():
-    keys = ["tom_aft_v1_20261128_041200", "tom_aft_v1_20261128_041259", "tom_aft_v1_20261128_041259_2", "odd"]
-    labels = compare.short_labels(keys)
+    keys = ["tom_aft_v1_20261128_041200", "tom_aft_v1_20261128_041259", "tom_aft_v1_20261128_041259_2", "zz"]
+    labels = compare.short_labels(keys[::-1])
     assert labels[keys[0]] == "A · 1128_0412" and labels[keys[2]] == "C · 1128_0412_2"
     assert len(set(labels.values())) == len(keys)

@@ -241,10 +241,11 @@ def short_labels(keys: list[str]) -> dict[str, str]:
     """A short, distinct label per model key: a letter and the key's time part ("A · 0128_0412").
 
     Keys look like ``tom_aft_v1_YYYYMMDD_HHMMSS[_n]``; the label keeps MMDD_HHMM
-    (and a ``_n`` suffix), falling back to the key's last 12 characters.
+    (and a ``_n`` suffix), falling back to the key's last 12 characters. Letters go
+    by sorted key, so the oldest model is A and a model keeps its letter on every page.
     """
     out = {}
-    for i, key in enumerate(dict.fromkeys(keys)):
+    for i, key in enumerate(sorted(set(keys))):
         m = re.search(r"_(\d{8})_(\d{6})(_\d+)?$", key)
         tail = f"{m.group(1)[4:]}_{m.group(2)[:4]}{m.group(3) or ''}" if m else key[-12:]
         letter = chr(ord("A") + i) if i < 26 else str(i + 1)
