@@ -264,3 +264,18 @@ def test_certify_now_updates_the_banner_at_once(two_models):
     assert not at.exception
     assert "certified #2" in at.success[0].value  # the result first
     assert any(s.value.startswith("Fresh: #2 by reviewer-1") for s in at.success)
+
+
+def test_train_offers_compare_with_active_only_when_a_model_is_active(monkeypatch, certified_engine):
+    monkeypatch.setenv("WOE_DATABASE_URL", certified_engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("WOE_ACTOR", "reviewer-1")
+    at = _page("train")
+    next(n for n in at.number_input if n.label.startswith("Folds")).set_value(2)
+    at.button[0].click().run()
+    job = jobs.RUNNER.wait(at.session_state["train_job"], timeout=120)
+    assert job.status == "done", job.error
+    at.run()
+    links = [(p.label, p.page) for p in at.get("page_link")]
+    assert not any(label == "Compare with the active model" for label, _ in links), links
+    assert any(label.startswith("Inspect this candidate") for label, _ in links), links
+    assert any(label == "Promote this candidate" for label, _ in links), links
