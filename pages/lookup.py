@@ -36,6 +36,7 @@ seed("lookup_model", wanted if wanted in others else NONE)
 def pick_listing(listing_id: int | None) -> None:
     if listing_id:
         st.session_state["lookup_listing"] = int(listing_id)
+    st.session_state["lookup_pick"] = None  # the id field shows the choice; the pick list is ready again
 
 
 newest = attempt(lambda: listings.newest(engine(), 10))
