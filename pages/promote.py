@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages._ui import after_action, attempt, engine, reviewer, seed, settings, show_flash
 from woe_core import compare, promote, registry
-from woe_core.reviewer import blocking, check_kind, checklist, failed_advisories, promote_as, rollback_as
+from woe_core.reviewer import blocking, check_kind, checklist, delete_as, failed_advisories, promote_as, rollback_as
 
 st.title("Promote a model")
 show_flash()
@@ -116,6 +116,24 @@ if candidates and key:
         st.session_state["confirm_acks"] = advisories
     if st.session_state.get("confirm_model") == key:
         confirm(key, st.session_state["confirm_digest"], st.session_state["confirm_acks"])
+
+    def forget_delete() -> None:
+        st.session_state.pop("delete_model", None)
+
+    @st.dialog("Delete candidate", on_dismiss=forget_delete)
+    def confirm_delete(model_key: str) -> None:
+        st.write(f"Delete **`{model_key}`** with all its cuts, maps and scores? Only a model that was never "
+                 "promoted can be deleted.")
+        if st.button("Delete", type="primary", key="confirm_delete") and attempt(
+                lambda: delete_as(engine(), reviewer(), model_key) or True):
+            forget_delete()
+            st.session_state["promote_reset"] = True
+            after_action("success", f"Deleted candidate `{model_key}` and all its artifacts.")
+
+    if who.can_promote and st.button("Delete candidate…"):
+        st.session_state["delete_model"] = key
+    if st.session_state.get("delete_model") == key:
+        confirm_delete(key)
 
 st.subheader("History")
 history = promote.history(engine())

@@ -344,3 +344,15 @@ def test_a_new_user_sees_a_scored_listing_at_once(page, fresh_app_url):
     _open(page, fresh_app_url)
     page.get_by_text("promoted by newcomer").first.wait_for()
     page.screenshot(path=SHOTS / "first-run-promote.png", full_page=True)
+
+
+def test_delete_a_candidate_and_the_page_follows_at_once(page, app_url, two_models):
+    engine, first, second = two_models
+    _open(page, f"{app_url}/promote?model={second}")
+    page.get_by_role("button", name="Delete candidate…").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text(f"Deleted candidate {second}").wait_for()
+    _settle(page)
+    body = page.inner_text("body")
+    assert body.index("Deleted candidate") < body.index("No candidate to promote") < body.index("History")
+    assert second not in set(registry.list_models(engine)["model_key"]) and "model" not in _query(page)

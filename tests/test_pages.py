@@ -279,3 +279,25 @@ def test_train_offers_compare_with_active_only_when_a_model_is_active(monkeypatc
     assert not any(label == "Compare with the active model" for label, _ in links), links
     assert any(label.startswith("Inspect this candidate") for label, _ in links), links
     assert any(label == "Promote this candidate" for label, _ in links), links
+
+
+def test_delete_candidate_redraws_the_page(two_models):
+    engine, first, second = two_models
+    at = _page("promote", {"model": second})
+    next(b for b in at.button if b.label == "Delete candidate…").click().run()
+    next(b for b in at.button if b.key == "confirm_delete").click().run()
+    assert not at.exception, at.exception
+    assert second not in set(registry.list_models(engine)["model_key"])
+    assert at.success[0].value == f"Deleted candidate `{second}` and all its artifacts."
+    assert any("No candidate to promote" in i.value for i in at.info)
+
+
+def test_deleting_a_once_promoted_model_is_refused_with_the_reason(two_models):
+    engine, first, second = two_models
+    promote.promote(engine, second, "carol", "second")  # first is now a candidate that was promoted once
+    at = _page("promote", {"model": first})
+    next(b for b in at.button if b.label == "Delete candidate…").click().run()
+    next(b for b in at.button if b.key == "confirm_delete").click().run()
+    assert not at.exception, at.exception
+    assert any(repr(first) in e.value for e in at.error)
+    assert first in set(registry.list_models(engine)["model_key"])

@@ -150,3 +150,10 @@ def rollback_as(engine: Engine, reviewer: Reviewer, reason: str) -> str:
     if not reviewer.can_promote or not reviewer.name:
         raise PromotionRefused(f"rollback refused: {reviewer.why_not or 'not allowed'}")
     return promote.rollback(engine, reviewer.name, reason)
+
+
+def delete_as(engine: Engine, reviewer: Reviewer, model_key: str) -> None:
+    """Delete a never-promoted candidate on behalf of ``reviewer`` (same permission as promoting)."""
+    if not reviewer.can_promote or not reviewer.name:
+        raise PromotionRefused(f"deletion of {model_key!r} refused: {reviewer.why_not or 'not allowed'}")
+    promote.delete_candidate(engine, model_key)
