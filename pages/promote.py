@@ -50,10 +50,22 @@ else:
     else:
         st.query_params.pop("model", None)
 
+
+
+@st.cache_data(ttl=300, show_spinner="Scoring the candidate and the active model on common rows…")
+def common_window(db: str, candidate: str, active_key: str, digests: tuple) -> compare.CommonWindow:
+    """Kept per pair of models and their artifact digests (cleared after any write in the app)."""
+    return compare.common_window_metrics(engine(), [candidate, active_key])
+
+
 if candidates and key:
     digest = attempt(lambda: registry.artifact_digest(engine(), key))
     st.markdown(f"Artifact digest of `{key}`: `{digest}`")
-    checks = attempt(lambda: checklist(engine(), who, conf, key)) or []
+    window = None
+    if active:
+        window = attempt(lambda: common_window(engine().url.render_as_string(hide_password=True), key, active,
+                                               (digest, registry.artifact_digest(engine(), active))))
+    checks = attempt(lambda: checklist(engine(), who, conf, key, common=window)) or []
     table = pd.DataFrame([{"check": c.name, "kind": check_kind(c), "result": "pass" if c.passed else "FAIL",
                            "detail": c.detail} for c in checks], columns=["check", "kind", "result", "detail"])
 
@@ -75,7 +87,6 @@ if candidates and key:
                    + " — you may promote, but must acknowledge each in the confirmation.")
 
     if active:
-        window = attempt(lambda: compare.common_window_metrics(engine(), [key, active]))
         if window is not None:
             st.markdown("**Candidate and active model on the same rows** — " + window.describe())
             shown = window.metrics.assign(model=[("candidate " if k == key else "active ") + labels[k]

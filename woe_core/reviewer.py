@@ -87,24 +87,30 @@ def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Ch
     return promote.Check("four_eyes", ok, f"trained by {trainer}, promoting as {reviewer.name}")
 
 
-def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str) -> list[promote.Check]:
+def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str,
+              common: compare.CommonWindow | None = None) -> list[promote.Check]:
     """The Promote page's checklist: the database's preflight, AUC against the active model
-    on a common window (advisory), and the four-eyes rule when configured."""
+    on a common window (advisory), and the four-eyes rule when configured.
+
+    ``common``: the candidate's and the active model's common-window metrics when the
+    caller has them already (they are computed otherwise).
+    """
     checks = promote.preflight(engine, model_key)
     active = registry.active_model_key(engine)
     if active and active != model_key:
-        checks.append(metrics_vs_active(engine, model_key, active))
+        usable = common is not None and set(common.metrics["model_key"]) == {model_key, active}
+        checks.append(metrics_vs_active(engine, model_key, active, common=common if usable else None))
     if settings.four_eyes:
         checks.append(_four_eyes(engine, reviewer, model_key))
     return checks
 
 
-def metrics_vs_active(engine: Engine, model_key: str, active: str, window=None) -> promote.Check:
-    """AUC of the candidate against the active model on the same rows (``compare.common_window_metrics``,
-    by default after the later of the two cutoffs, labelled as of the data end)."""
-    start, end, asof = window or (None, None, None)
+def metrics_vs_active(engine: Engine, model_key: str, active: str,
+                      common: compare.CommonWindow | None = None) -> promote.Check:
+    """AUC of the candidate against the active model on the same rows (``compare.common_window_metrics``
+    over the default window: after the later of the two cutoffs, labelled as of the data end)."""
     try:
-        cw = compare.common_window_metrics(engine, [model_key, active], start, end, asof)
+        cw = common or compare.common_window_metrics(engine, [model_key, active])
     except WoeError as exc:
         return promote.Check("metrics_vs_active", False, f"cannot compare on a common window: {exc}")
     aucs = dict(zip(cw.metrics["model_key"], cw.metrics["auc"], strict=True))
