@@ -44,7 +44,8 @@ else:
     table = models[["model_key", "is_active", "created_at"]].assign(
         same_code=models["code_sha256"] == current, code_sha256=models["code_sha256"])
     st.dataframe(table.style.apply(
-        lambda row: ["" if row["same_code"] else "background-color: #fff3cd" for _ in row], axis=1), hide_index=True)
+        lambda row: ["" if row["same_code"] else "background-color: #fff3cd" for _ in row], axis=1), hide_index=True,
+        column_config={"code_sha256": st.column_config.TextColumn(width="medium", help="full hash on hover")})
     other = int((~table["same_code"]).sum())
     if other:
         st.warning(f"{other} model(s) were trained by different code than the current one.")

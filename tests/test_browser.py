@@ -101,6 +101,15 @@ def _choose(page, label: str, option: str) -> None:
     _settle(page)
 
 
+def _overflowing_tables(page) -> list[list[str]]:
+    """Per st.dataframe on the page, its inner elements that scroll sideways (empty lists: all columns visible)."""
+    page.wait_for_timeout(1000)
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+        .map(df => [...df.querySelectorAll('*')].filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)
+                                                             && e.scrollWidth > e.clientWidth + 2)
+                                                .map(e => `${e.className} ${e.scrollWidth}>${e.clientWidth}`))""")
+
+
 def _query(page) -> dict[str, str]:
     from urllib.parse import parse_qs, urlparse
 
@@ -185,6 +194,7 @@ def test_lookup_keeps_five_ids_in_a_row_and_the_url_follows(page, app_url, two_m
     page.get_by_role("heading", name="Candidate").wait_for()
     legend = page.locator('[data-testid="stVegaLiteChart"]').first.text_content()
     assert "raises p_slow21" in legend and "lowers p_slow21" in legend, legend
+    assert not any(_overflowing_tables(page)), _overflowing_tables(page)  # the candidate's WOE columns too
 
 
 def test_lookup_offers_a_random_and_the_newest_listings(page, app_url, two_models):
@@ -326,6 +336,7 @@ def test_certify_now_updates_the_banner_without_a_reload(page, app_url, two_mode
     page.get_by_role("button", name="Certify now").first.click()
     page.get_by_text("Fresh: #2 by reviewer-1").first.wait_for(timeout=60_000)
     assert "Fresh: #1" not in page.inner_text("body")
+    assert not any(_overflowing_tables(page)), _overflowing_tables(page)  # same_code on screen
 
 
 @pytest.fixture
