@@ -311,6 +311,8 @@ def test_promote_with_a_failed_advisory_check_needs_an_acknowledgement(page, app
         weak = second
     _open(page, f"{app_url}/promote?model={weak}")
     page.get_by_text("Advisory check(s) failed: metrics_vs_active").wait_for()
+    page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()
+    assert not any(_overflowing_tables(page)), _overflowing_tables(page)  # checklist, common window, history
     page.get_by_role("button", name="Promote…").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_label("Reason (required)").fill("weaker, but needed for the test")
