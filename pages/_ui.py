@@ -126,3 +126,32 @@ def changed() -> None:
 def query_list(name: str) -> list[str]:
     raw = st.query_params.get(name, "")
     return [x for x in raw.split(",") if x]
+
+
+def seed(key: str, value: object) -> None:
+    """Give the widget ``key`` its start value once, when the session has none yet.
+
+    Widgets then keep exactly what the user chose: their value lives in session
+    state under ``key`` and is never passed again as ``value=`` or ``index=``.
+    """
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def flash(kind: str, message: str) -> None:
+    """Keep a one-shot message ("success", "error", "warning") to show at the top of the next run."""
+    st.session_state["_flash"] = (kind, message)
+
+
+def show_flash() -> None:
+    """Show and forget the message kept by ``flash`` (call it right below the page title)."""
+    kept = st.session_state.pop("_flash", None)
+    if kept:
+        getattr(st, kept[0])(kept[1])
+
+
+def after_action(kind: str, message: str) -> None:
+    """After a write: forget cached reads, keep ``message`` for the top of the page, redraw everything."""
+    changed()
+    flash(kind, message)
+    st.rerun()

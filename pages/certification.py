@@ -3,11 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from pages._ui import attempt, changed, engine, reviewer
+from pages._ui import after_action, attempt, engine, reviewer, show_flash
 from woe_core import certify, registry, train
 from woe_core.display import markdown_text
 
 st.title("Data certification")
+show_flash()
 for dataset in certify.CERTIFIABLE:
     st.subheader(dataset)
     status = certify.status(engine(), dataset)
@@ -26,9 +27,8 @@ for dataset in certify.CERTIFIABLE:
             st.error("Sign in to certify: every certification records who ran it.")
         with st.spinner("Running checks and hashing…"):
             result = attempt(lambda d=dataset, w=who: certify.certify(engine(), w, d)) if who else None
-        if result is not None:
-            changed()
-            (st.success if result.passed else st.error)(result.summary())
+        if result is not None:  # redraw the whole page on the new certification, the result on top
+            after_action("success" if result.passed else "error", f"{dataset}: {result.summary()}")
     with st.expander("History"):
         rows = [{"id": c.certification_id, "certified_at": c.certified_at, "by": c.certified_by, "passed": c.passed,
                  "rows": c.row_count, "sha256": c.dataset_sha256,
@@ -42,10 +42,11 @@ models = registry.list_models(engine())
 if models.empty:
     st.write("No models.")
 else:
-    table = models[["model_key", "is_active", "created_at", "code_sha256"]].assign(
-        same_code=models["code_sha256"] == current)
+    table = models[["model_key", "is_active", "created_at"]].assign(
+        same_code=models["code_sha256"] == current, code_sha256=models["code_sha256"])
     st.dataframe(table.style.apply(
-        lambda row: ["" if row["same_code"] else "background-color: #fff3cd" for _ in row], axis=1), hide_index=True)
+        lambda row: ["" if row["same_code"] else "background-color: #fff3cd" for _ in row], axis=1), hide_index=True,
+        column_config={"code_sha256": st.column_config.TextColumn(width="medium", help="full hash on hover")})
     other = int((~table["same_code"]).sum())
     if other:
         st.warning(f"{other} model(s) were trained by different code than the current one.")

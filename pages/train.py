@@ -20,9 +20,11 @@ st.caption(f"Data: t0 from {t_min:%Y-%m-%d} to {t_max:%Y-%m-%d}; the cutoff must
 
 with st.form("train"):
     c1, c2 = st.columns(2)
+    # No min/max here: a date outside the range must reach the check below, not be swapped for the default.
     cutoff_day = c1.date_input("Cutoff (train_cutoff_ts, 00:00 UTC)", value=default.date(),
-                               min_value=t_min.date(), max_value=t_max.date(),
-                               help="TRAIN = snapshots before the cutoff, labelled as of it; EVAL = the rest")
+                               min_value=datetime(2000, 1, 1).date(), max_value=datetime(2100, 12, 31).date(),
+                               help=f"from {t_min:%Y-%m-%d} to {t_max:%Y-%m-%d}; TRAIN = snapshots before the "
+                                    "cutoff, labelled as of it; EVAL = the rest")
     half_life = c2.number_input("Half-life (days, > 0)", min_value=0.1, value=float(train.TrainParams.half_life_days),
                                 help="weight = 0.5 ** (days before the cutoff / half-life)")
     eps = c1.number_input("eps (> 0, pseudo-count of weight)", min_value=0.0001, value=float(train.TrainParams.eps),
@@ -44,6 +46,8 @@ if submitted:
         st.error("Sign in to train: every model records who trained it.")
     if job is not None:
         st.session_state["train_job"] = job.job_id
+    else:
+        st.caption("Nothing was trained: " + jobs.describe_params(params))
 
 
 @st.fragment(run_every=1.0)
@@ -52,20 +56,29 @@ def show_job() -> None:
     job = jobs.RUNNER.get(job_id) if job_id else None
     if job is None:
         return
+    used = jobs.describe_params(job.params)
     if job.status == "running":
-        st.progress(job.fraction, text=f"Run #{job.job_id}: {job.step}…")
+        st.progress(job.fraction, text=f"Run #{job.job_id}: {job.step}… ({used})")
         return
     if job.status == "failed":
-        st.error(f"Run #{job.job_id} failed: {markdown_text(job.error)}")
+        st.error(f"Run #{job.job_id} failed: {markdown_text(job.error)} ({used})")
         return
     if st.session_state.get("train_seen") != job.job_id:
         st.session_state["train_seen"] = job.job_id
         changed()
     st.success(f"Run #{job.job_id} done: {job.summary}")
+    st.caption(f"Trained with {used}.")
     active = registry.active_model_key(engine())
-    models = ",".join(k for k in (active, job.model_key) if k)
-    st.page_link("pages/compare.py", label="Compare with the active model", query_params={"models": models})
-    st.page_link("pages/promote.py", label="Promote this candidate", query_params={"model": job.model_key})
+    with st.container(border=True):
+        st.markdown("**Next**")
+        if active:
+            st.page_link("pages/compare.py", label="Compare with the active model", icon=":material/compare_arrows:",
+                         query_params={"models": f"{active},{job.model_key}"})
+        else:
+            st.page_link("pages/compare.py", label="Inspect this candidate (no model is active yet)",
+                         icon=":material/compare_arrows:", query_params={"models": job.model_key})
+        st.page_link("pages/promote.py", label="Promote this candidate", icon=":material/rocket_launch:",
+                     query_params={"model": job.model_key})
 
 
 show_job()

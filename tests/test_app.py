@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from woe_core import bootstrap
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
@@ -54,3 +56,10 @@ def test_first_start_without_a_database_url_runs_embedded_with_certified_demo(mo
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Listings"].replace(",", "")) == 20_000
     assert any("Certified" in s.value for s in at.success)
+    # the demo arrives with a baseline model, promoted through the normal promotion
+    assert metrics["Models"] == "1"
+    assert any("active since" in m.value and "tom_aft_v1_" in m.value for m in at.markdown)
+    at.switch_page("pages/promote.py").run()
+    assert not at.exception, at.exception
+    history = at.dataframe[-1].value
+    assert list(history["reason"]) == [bootstrap.DEMO_BASELINE_REASON]

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 from modelkit import break_glass
-from woe_core import jobs, promote, registry, score
+from woe_core import compare, jobs, promote, registry, score
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -62,7 +62,8 @@ def test_compare_lists_both_models_woe_for_every_band(two_models):
     engine, first, second = two_models
     at = _page("compare", {"models": f"{first},{second}"})
     assert at.multiselect[0].value == [first, second]
-    assert list(at.dataframe[0].value["model_key"]) == [first, second]
+    assert list(at.dataframe[1].value["model_key"]) == [first, second]  # stored metrics, each its own window
+    labels = compare.short_labels(list(registry.list_models(engine)["model_key"]))
     with engine.connect() as conn:
         stored = {(k, b, v): w for k, b, v, w in conn.execute(sa.text(
             "SELECT model_key, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE fold_id IS NULL"))}
@@ -70,14 +71,14 @@ def test_compare_lists_both_models_woe_for_every_band(two_models):
     for band in ["dsold", "trust", "ship", "sale", "cond", "dmg", "bat", "present", "vdmg", "acc"]:
         at.radio(key="band").set_value(band).run()
         assert not at.exception
-        table = at.dataframe[1].value
+        table = at.dataframe[2].value
         for row in table.to_dict("records"):
             for key in (first, second):
                 if (key, band, row["band_value"]) in stored:
-                    assert row[f"woe[{key}]"] == pytest.approx(stored[(key, band, row["band_value"])])
+                    assert row[f"woe {labels[key]}"] == pytest.approx(stored[(key, band, row["band_value"])])
                     seen += 1
             if (first, band, row["band_value"]) in stored and (second, band, row["band_value"]) in stored:
-                assert row[f"delta[{second}]"] == pytest.approx(
+                assert row[f"Δ {labels[second]}"] == pytest.approx(
                     stored[(second, band, row["band_value"])] - stored[(first, band, row["band_value"])])
     assert seen == len(stored)
 
@@ -131,7 +132,8 @@ def test_lookup_contributions_add_up_to_the_shown_logit(two_models):
     candidate = score.lookup(engine, int(listing), model_key=second)
     assert len(at.dataframe[0].value) == len(live) > 1  # every snapshot listed
     for i in range(len(live)):
-        at.selectbox[1].set_value(at.selectbox[1].options[i]).run()
+        explain = next(s for s in at.selectbox if s.label == "Explain the snapshot at t0")
+        explain.set_value(explain.options[i]).run()
         logits = [m.value for m in at.metric if m.label == "woe_logit"]
         assert logits == [f"{live.iloc[i]['woe_logit']:+.4f}", f"{candidate.iloc[i]['woe_logit']:+.4f}"]
         parts = at.dataframe[1].value
@@ -155,3 +157,149 @@ def test_stale_certification_makes_lookup_refuse_without_numbers(two_models):
 def test_lookup_link_with_a_bad_listing_id_is_a_warning(two_models, raw):
     at = _page("lookup", {"listing": raw})
     assert any(f"listing {raw!r} in the link is not a valid listing id" in w.value for w in at.warning)
+
+
+def _listing_ids(engine, n: int) -> list[int]:
+    with engine.connect() as conn:
+        return [int(x) for x in conn.execute(sa.text(
+            "SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY 1 LIMIT :n"), {"n": n}).scalars()]
+
+
+def test_lookup_keeps_every_entered_id_and_the_link_follows(two_models):
+    engine, first, second = two_models
+    at = _page("lookup")
+    for listing in _listing_ids(engine, 6):
+        at.number_input(key="lookup_listing").set_value(listing).run()
+        assert not at.exception, at.exception
+        assert at.number_input(key="lookup_listing").value == listing
+        assert at.query_params["listing"] == str(listing)
+        assert at.subheader[0].value == f"Snapshots of listing {listing}"
+    at.selectbox(key="lookup_model").set_value(second).run()
+    assert at.query_params["model"] == second
+    assert len([m for m in at.metric if m.label == "woe_logit"]) == 2
+
+
+def test_lookup_offers_existing_listings(two_models):
+    engine, first, second = two_models
+    at = _page("lookup")
+    assert any("pick one of the newest" in i.value for i in at.info)
+    newest = at.selectbox(key="lookup_pick").options
+    assert len(newest) == 10
+    at.selectbox(key="lookup_pick").set_value(int(newest[0])).run()
+    assert at.number_input(key="lookup_listing").value == int(newest[0])
+    assert not at.warning and len(at.metric) == 2
+    next(b for b in at.button if b.label == "Random listing").click().run()
+    drawn = at.number_input(key="lookup_listing").value
+    assert drawn in _listing_ids(engine, 10_000) and not at.warning
+
+
+def test_train_refuses_a_cutoff_outside_the_data_and_names_it(two_models):
+    at = _page("train")
+    import datetime as dt
+
+    at.date_input[0].set_value(dt.date(2030, 1, 1))
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("train_cutoff_ts must be" in e.value and "2030-01-01" in e.value for e in at.error)
+    assert "train_job" not in at.session_state
+    assert any("Nothing was trained: cutoff 2030-01-01" in c.value for c in at.caption)
+
+
+def test_train_result_names_the_parameters_it_used(two_models):
+    at = _page("train")
+    next(n for n in at.number_input if n.label.startswith("Folds")).set_value(3)
+    at.button[0].click().run()
+    job = jobs.RUNNER.wait(at.session_state["train_job"], timeout=120)
+    assert job.status == "done", job.error
+    at.run()
+    used = [c.value for c in at.caption if c.value.startswith("Trained with cutoff ")]
+    assert used and "3 folds" in used[0] and "half-life 90 days" in used[0] and "dsold thresholds" in used[0]
+
+
+def test_compare_evaluates_on_common_rows_and_keeps_consecutive_choices(two_models):
+    engine, first, second = two_models
+    at = _page("compare", {"models": f"{first},{second}"})
+    common = at.dataframe[0].value
+    assert list(common["model_key"]) == [first, second] and common["n"].nunique() == 1 and common["n"][0] > 0
+    assert any("the same for every model" in c.value for c in at.caption)
+    for chosen in ([second], [second, first], [first], [first, second], [second]):
+        at.multiselect(key="compare_models").set_value(chosen).run()
+        assert not at.exception, at.exception
+        assert at.multiselect(key="compare_models").value == chosen
+        assert at.query_params["models"] == ",".join(chosen)
+
+
+def test_promote_advisory_failure_needs_acknowledging_then_everything_updates(two_models):
+    from woe_core import reviewer
+
+    engine, first, second = two_models  # first is active
+    if reviewer.metrics_vs_active(engine, second, first).passed:  # make the stronger one active
+        promote.promote(engine, second, "carol", "the stronger model")
+        weak = first
+    else:
+        weak = second
+    at = _page("promote", {"model": weak})
+    checks = at.dataframe[0].value
+    row = checks[checks["check"] == "metrics_vs_active"].iloc[0]
+    assert row["kind"] == "advisory" and row["result"] == "FAIL"
+    assert set(checks.loc[checks["check"] != "metrics_vs_active", "kind"]) == {"blocking"}
+    assert any("Advisory check(s) failed: metrics_vs_active" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Promote…").click().run()
+    confirm = next(b for b in at.button if b.key == "confirm_promote")
+    assert confirm.disabled
+    at.checkbox(key="ack_metrics_vs_active").check().run()
+    at.text_area(key="promote_reason").input("weaker but needed").run()
+    assert not next(b for b in at.button if b.key == "confirm_promote").disabled
+    next(b for b in at.button if b.key == "confirm_promote").click().run()
+    assert not at.exception, at.exception
+    assert registry.active_model_key(engine) == weak
+    assert at.success[0].value.startswith(f"`{weak}` is now the active model") and "metrics_vs_active" in \
+        at.success[0].value
+    assert not any("No candidate" in i.value for i in at.info)
+    assert at.selectbox(key="promote_model").value is None
+    assert at.dataframe[-1].value.iloc[0]["to_model_key"] == weak
+
+
+def test_certify_now_updates_the_banner_at_once(two_models):
+    at = _page("certification")
+    next(b for b in at.button if b.label == "Certify now").click().run()
+    assert not at.exception
+    assert "certified #2" in at.success[0].value  # the result first
+    assert any(s.value.startswith("Fresh: #2 by reviewer-1") for s in at.success)
+
+
+def test_train_offers_compare_with_active_only_when_a_model_is_active(monkeypatch, certified_engine):
+    monkeypatch.setenv("WOE_DATABASE_URL", certified_engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("WOE_ACTOR", "reviewer-1")
+    at = _page("train")
+    next(n for n in at.number_input if n.label.startswith("Folds")).set_value(2)
+    at.button[0].click().run()
+    job = jobs.RUNNER.wait(at.session_state["train_job"], timeout=120)
+    assert job.status == "done", job.error
+    at.run()
+    links = [(p.label, p.page) for p in at.get("page_link")]
+    assert not any(label == "Compare with the active model" for label, _ in links), links
+    assert any(label.startswith("Inspect this candidate") for label, _ in links), links
+    assert any(label == "Promote this candidate" for label, _ in links), links
+
+
+def test_delete_candidate_redraws_the_page(two_models):
+    engine, first, second = two_models
+    at = _page("promote", {"model": second})
+    next(b for b in at.button if b.label == "Delete candidate…").click().run()
+    next(b for b in at.button if b.key == "confirm_delete").click().run()
+    assert not at.exception, at.exception
+    assert second not in set(registry.list_models(engine)["model_key"])
+    assert at.success[0].value == f"Deleted candidate `{second}` and all its artifacts."
+    assert any("No candidate to promote" in i.value for i in at.info)
+
+
+def test_deleting_a_once_promoted_model_is_refused_with_the_reason(two_models):
+    engine, first, second = two_models
+    promote.promote(engine, second, "carol", "second")  # first is now a candidate that was promoted once
+    at = _page("promote", {"model": first})
+    next(b for b in at.button if b.label == "Delete candidate…").click().run()
+    next(b for b in at.button if b.key == "confirm_delete").click().run()
+    assert not at.exception, at.exception
+    assert any(repr(first) in e.value for e in at.error)
+    assert first in set(registry.list_models(engine)["model_key"])

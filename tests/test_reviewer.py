@@ -92,6 +92,46 @@ def test_checklist_adds_advisory_metrics_and_a_blocking_four_eyes_check(two_mode
     bob = reviewer.reviewer_from({"is_logged_in": True, "name": "bob"}, rules)
     checks = {c.name: c for c in reviewer.checklist(engine, bob, rules, second)}
     assert {"model_exists", "artifacts_complete", "certification_fresh", "metrics_vs_active", "four_eyes"} <= set(checks)
-    assert checks["metrics_vs_active"].detail.startswith("EVAL AUC ")
+    assert checks["metrics_vs_active"].detail.startswith("AUC ") and "common rows" in checks["metrics_vs_active"].detail
     assert not checks["four_eyes"].passed and "(declared bob)" in checks["four_eyes"].detail
     assert reviewer.blocking(list(checks.values())) == ["four_eyes"]
+
+
+def _weaker_candidate(engine, first, second):
+    """Make the model with the higher common-window AUC active; return (active, weaker candidate)."""
+    check = reviewer.metrics_vs_active(engine, second, first)
+    strong, weak = (second, first) if check.passed else (first, second)
+    if registry.active_model_key(engine) != strong:
+        promote.promote(engine, strong, "carol", "the stronger model")
+    return strong, weak
+
+
+def test_a_failed_advisory_check_must_be_acknowledged_and_is_typed(two_models):
+    engine, first, second = two_models
+    local = reviewer.Settings(False, (), four_eyes=False)
+    me = reviewer.reviewer_from(None, local)
+    strong, weak = _weaker_candidate(engine, first, second)
+    checks = reviewer.checklist(engine, me, local, weak)
+    kinds = {c.name: reviewer.check_kind(c) for c in checks}
+    assert kinds["metrics_vs_active"] == "advisory" and kinds["certification_fresh"] == "blocking"
+    assert reviewer.failed_advisories(checks) == ["metrics_vs_active"] and reviewer.blocking(checks) == []
+    with pytest.raises(PromotionRefused, match="metrics_vs_active must be acknowledged"):
+        reviewer.promote_as(engine, me, local, weak, "no acknowledgement")
+    assert registry.active_model_key(engine) == strong
+    reviewer.promote_as(engine, me, local, weak, "acknowledged", acknowledged=("metrics_vs_active",))
+    assert registry.active_model_key(engine) == weak
+
+
+def test_promotion_refuses_a_digest_other_than_the_reviewed_one(two_models):
+    engine, first, second = two_models
+    local = reviewer.Settings(False, (), four_eyes=False)
+    me = reviewer.reviewer_from(None, local)
+    digest = registry.artifact_digest(engine, second)
+    assert len(digest) == 64 and digest != registry.artifact_digest(engine, first)
+    assert digest == registry.artifact_digest(engine, second)  # deterministic
+    with pytest.raises(PromotionRefused, match="artifacts changed"):
+        reviewer.promote_as(engine, me, local, second, "stale view", expected_digest="0" * 64,
+                            acknowledged=("metrics_vs_active",))
+    reviewer.promote_as(engine, me, local, second, "as reviewed", expected_digest=digest,
+                        acknowledged=("metrics_vs_active",))
+    assert registry.active_model_key(engine) == second

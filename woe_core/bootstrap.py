@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from . import certify, db, demo, migrations
+from . import certify, db, demo, migrations, promote, train
 
 FIRST_START_DEMO_LISTINGS = 20_000
+DEMO_BASELINE_REASON = "demo baseline: trained with default parameters and promoted on first start"
 
 
 def snapshot_count(engine: Engine) -> int:
@@ -20,10 +21,22 @@ def ensure_ready(engine: Engine, actor: str, demo_listings: int = FIRST_START_DE
     """Apply pending migrations; on an empty embedded database, load and certify a demo.
 
     A real server (``WOE_DATABASE_URL``) never gets demo data implicitly.
-    Returns what was done: applied migration names, demo row counts, certification id.
+    The demo arrives with a baseline model trained at the default cutoff and promoted
+    through the normal promotion (reason ``DEMO_BASELINE_REASON``), so every page has
+    something to show. Returns what was done: applied migration names, demo row
+    counts, certification id, baseline model key.
     """
     done: dict = {"migrations": [m.path.name for m in migrations.migrate(engine)]}
     if db.is_embedded(engine) and snapshot_count(engine) == 0:
         done["demo"] = demo.load_demo(engine, demo_listings)
         done["certification"] = certify.certify(engine, actor).certification_id
+        done["baseline"] = demo_baseline(engine, actor)
     return done
+
+
+def demo_baseline(engine: Engine, actor: str) -> str:
+    """Train a model with default parameters at the default cutoff and promote it; returns its key."""
+    t_min, t_max, _ = train.data_window(engine)
+    key = train.train(engine, train.TrainParams(train.default_cutoff(t_min, t_max)), actor).model_key
+    promote.promote(engine, key, actor, DEMO_BASELINE_REASON)
+    return key

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import pandas as pd
 from sqlalchemy.exc import DBAPIError
 
-from . import bootstrap, certify, db, demo, migrations, promote, registry, score, train
+from . import bootstrap, certify, db, demo, listings, migrations, promote, registry, score, train
 from .bands import DEFAULT_DSOLD_THRESHOLDS
 from .display import human_duration, terminal_text
 from .errors import CertificationRequired, PromotionRefused, WoeError
@@ -113,6 +113,27 @@ def cmd_score(args: argparse.Namespace) -> int:
         with pd.option_context("display.width", 120):
             print(_table(score.contributions(row)))
     return 0
+
+
+def cmd_listings(args: argparse.Namespace) -> int:
+    """Existing listing ids to look up: the newest, those from an id on, or a random one."""
+    engine = _engine(args)
+    if args.random:
+        found = listings.random_listing(engine)
+        print(found if found is not None else "no listings")
+        return 0 if found is not None else 1
+    rows = listings.from_id(engine, args.from_id, args.recent) if args.from_id is not None \
+        else listings.newest(engine, args.recent)
+    print(rows.to_string(index=False) if len(rows) else "no listings")
+    return 0
+
+
+def _add_listings_parser(sub) -> None:
+    p = sub.add_parser("listings", help="existing listing ids to score: the newest, from an id on, or a random one")
+    p.add_argument("--recent", type=int, default=10, metavar="N", help="how many (1 to 100, default 10)")
+    p.add_argument("--from-id", type=int, default=None, metavar="ID", help="the first N ids at or above ID")
+    p.add_argument("--random", action="store_true", help="one random existing listing id")
+    p.set_defaults(func=cmd_listings)
 
 
 def _utc_datetime(text: str) -> datetime:
@@ -234,10 +255,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     sub.add_parser("status", help="database, data, certification and active model").set_defaults(func=cmd_status)
     sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)
 
-    p = sub.add_parser("score", help="guarded live score of a listing, with its per-band explanation")
+    p = sub.add_parser("score", help="guarded live score of a listing, with its per-band explanation "
+                                     "(find ids with: listings)")
     p.add_argument("listing_id", type=int)
     p.add_argument("--model", default=None, help="score under this model instead of the active one")
     p.set_defaults(func=cmd_score)
+    _add_listings_parser(sub)
     return parser
 
 

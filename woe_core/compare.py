@@ -7,15 +7,20 @@ recomputes a model, it only reshapes what was stored for a reviewer.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from . import train
 from .bands import BAND_NAMES, BAND_VALUES
-from .db import frame
+from .db import frame, woe_errors
 from .errors import InvalidParameter, NotFound
+from .metrics import P_CLIP
 
 SPREAD_FLAG = 0.5  # a fold spread (max - min WOE) above this is highlighted
 
@@ -109,3 +114,141 @@ def fold_stability(engine: Engine, key: str, spread_flag: float = SPREAD_FLAG) -
         row["flagged"] = bool(s["sign_flip"] or row["spread"] > spread_flag)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- Like-for-like comparison on one common evaluation window --------------------------------
+
+HISTOGRAM_BINS = 20
+
+
+@dataclass(frozen=True)
+class CommonWindow:
+    """Metrics of several models on the same snapshots (``start <= t0 < end``), labelled as of ``asof``.
+
+    ``metrics``: model_key, n, positives, auc, log_loss, brier; ``calibration``:
+    model_key, decile, n, mean_predicted, observed_rate; ``histogram``: model_key,
+    bin (1..HISTOGRAM_BINS), p_low, p_high, n.
+    """
+
+    start: datetime
+    end: datetime
+    asof: datetime
+    metrics: pd.DataFrame
+    calibration: pd.DataFrame
+    histogram: pd.DataFrame
+
+    def describe(self) -> str:
+        n = int(self.metrics["n"].iloc[0]) if len(self.metrics) else 0
+        return (f"snapshots with {self.start:%Y-%m-%d %H:%M} <= t0 < {self.end:%Y-%m-%d %H:%M} UTC, "
+                f"labelled as of {self.asof:%Y-%m-%d %H:%M} UTC: {n:,} resolved rows, the same for every model")
+
+
+def default_window(engine: Engine, keys: list[str]) -> tuple[datetime, datetime, datetime]:
+    """(start, end, asof): after the latest cutoff among ``keys`` up to the data end, labelled at the data end."""
+    keys = list(metrics(engine, keys))
+    with engine.connect() as conn:
+        start = conn.execute(sa.text(
+            "SELECT max(train_cutoff_ts) FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"),
+            {"k": keys}).scalar_one()
+    t_min, t_max, data_end = train.data_window(engine)
+    return start, t_max + timedelta(microseconds=1), data_end
+
+
+def _window_rows_sql() -> str:
+    label = train._LABEL.format(asof="CAST(:asof AS timestamptz)")  # the training label, as of the window's end
+    return f"""
+        SELECT b.model_key, b.listing_id, b.t0, b.woe_anchor_p_slow21 AS p, ({label})::int AS y
+          FROM ml.woe_anchor_scores_by_model_train_v AS b
+         WHERE b.model_key = ANY(:keys) AND b.t0 >= :start AND b.t0 < :end"""
+
+
+def _common_window_sql() -> str:
+    return """
+WITH tot AS (SELECT model_key, count(*) AS n, sum(y) AS pos FROM _cw_rows GROUP BY model_key),
+by_score AS (SELECT model_key, p, sum(y) AS pos, count(*) - sum(y) AS neg FROM _cw_rows GROUP BY model_key, p),
+ranked AS (SELECT model_key, pos, neg,
+                  coalesce(sum(neg) OVER (PARTITION BY model_key ORDER BY p
+                                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS neg_below
+             FROM by_score),
+auc AS (SELECT model_key, sum(pos * (neg_below + neg / 2.0)) AS u FROM ranked GROUP BY model_key),
+losses AS (SELECT model_key,
+                  sum(-(y * ln(least(greatest(p, :clip), 1 - :clip))
+                        + (1 - y) * ln(1 - least(greatest(p, :clip), 1 - :clip)))) AS ll,
+                  sum((p - y) ^ 2) AS sq
+             FROM _cw_rows GROUP BY model_key)
+SELECT t.model_key, t.n, t.pos AS positives,
+       CASE WHEN t.pos > 0 AND t.pos < t.n THEN a.u / (t.pos::float8 * (t.n - t.pos)) END AS auc,
+       l.ll / t.n AS log_loss, l.sq / t.n AS brier
+  FROM tot AS t JOIN auc AS a USING (model_key) JOIN losses AS l USING (model_key)
+"""
+
+
+_CALIBRATION_SQL = """
+SELECT model_key, decile, count(*) AS n, avg(p) AS mean_predicted, avg(y) AS observed_rate
+  FROM (SELECT model_key, p, y, ntile(10) OVER (PARTITION BY model_key ORDER BY p, listing_id, t0) AS decile
+          FROM _cw_rows) AS d
+ GROUP BY model_key, decile ORDER BY model_key, decile
+"""
+
+_HISTOGRAM_SQL = f"""
+SELECT model_key, least(width_bucket(p, 0, 1, {HISTOGRAM_BINS}), {HISTOGRAM_BINS}) AS bin, count(*) AS n
+  FROM _cw_rows GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def common_window_metrics(engine: Engine, keys: list[str], start: datetime | None = None,
+                          end: datetime | None = None, asof: datetime | None = None) -> CommonWindow:
+    """AUC, log loss, Brier, calibration and score histogram of each model on the same rows.
+
+    Every model scores the snapshots with ``start <= t0 < end`` through the guarded
+    live view ``ml.woe_anchor_scores_by_model_train_v``, labelled by the training
+    label as of ``asof`` (rows still unresolved then are left out). Everything is
+    aggregated in PostgreSQL: AUC from the rank sum over distinct scores (ties count
+    half), log loss (p clipped to [1e-15, 1 - 1e-15]) and Brier as sums, calibration
+    by decile of score, the histogram in HISTOGRAM_BINS equal bins of p. Defaults:
+    ``default_window``. Raises CertificationRequired when the guard refuses.
+    """
+    keys = list(metrics(engine, keys))
+    d_start, d_end, d_asof = default_window(engine, keys)
+    start, end, asof = start or d_start, end or d_end, asof or d_asof
+    for name, value in (("start", start), ("end", end), ("asof", asof)):
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise InvalidParameter(f"{name} must be a timezone-aware datetime, got {value!r}")
+    if not start < end:
+        raise InvalidParameter(f"the window must have start < end, got start={start!r}, end={end!r}")
+    params = {"keys": keys, "start": start, "end": end, "asof": asof, "clip": P_CLIP}
+    with woe_errors(), engine.begin() as conn:  # the scored rows stay in the database, in a temp table
+        conn.execute(sa.text("CREATE TEMP TABLE _cw_rows ON COMMIT DROP AS "
+                             f"SELECT * FROM ({_window_rows_sql()}) AS x WHERE y IS NOT NULL"), params)
+        summary_rows = frame(conn, sa.text(_common_window_sql()), {"clip": P_CLIP})
+        cal = frame(conn, sa.text(_CALIBRATION_SQL))
+        hist = frame(conn, sa.text(_HISTOGRAM_SQL))
+    found = summary_rows.set_index("model_key")
+    summary_rows = pd.DataFrame([{"model_key": k, "n": int(found.loc[k, "n"]) if k in found.index else 0,
+                                  "positives": int(found.loc[k, "positives"]) if k in found.index else 0,
+                                  "auc": found.loc[k, "auc"] if k in found.index else None,
+                                  "log_loss": found.loc[k, "log_loss"] if k in found.index else None,
+                                  "brier": found.loc[k, "brier"] if k in found.index else None} for k in keys])
+    for col in ("auc", "log_loss", "brier"):
+        summary_rows[col] = pd.to_numeric(summary_rows[col], errors="coerce").astype(float)
+    for col in ("mean_predicted", "observed_rate"):
+        cal[col] = cal[col].astype(float)
+    hist["p_low"] = (hist["bin"] - 1) / HISTOGRAM_BINS
+    hist["p_high"] = hist["bin"] / HISTOGRAM_BINS
+    return CommonWindow(start, end, asof, summary_rows, cal, hist)
+
+
+def short_labels(keys: list[str]) -> dict[str, str]:
+    """A short, distinct label per model key: a letter and the key's time part ("A · 0128_0412").
+
+    Keys look like ``tom_aft_v1_YYYYMMDD_HHMMSS[_n]``; the label keeps MMDD_HHMM
+    (and a ``_n`` suffix), falling back to the key's last 12 characters. Letters go
+    by sorted key, so the oldest model is A and a model keeps its letter on every page.
+    """
+    out = {}
+    for i, key in enumerate(sorted(set(keys))):
+        m = re.search(r"_(\d{8})_(\d{6})(_\d+)?$", key)
+        tail = f"{m.group(1)[4:]}_{m.group(2)[:4]}{m.group(3) or ''}" if m else key[-12:]
+        letter = chr(ord("A") + i) if i < 26 else str(i + 1)
+        out[key] = f"{letter} · {tail}"
+    return out

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Engine
 
 from . import train
-from .errors import WoeError
+from .errors import InvalidParameter, WoeError
 from .identity import require_actor
 
 
@@ -38,6 +38,14 @@ class Job:
     error: str | None = None
 
 
+def describe_params(params: train.TrainParams) -> str:
+    """The parameters of a run in one line, as a result names them."""
+    c = params.train_cutoff_ts
+    cutoff = c.isoformat() if hasattr(c, "isoformat") else repr(c)
+    return (f"cutoff {cutoff}, half-life {params.half_life_days:g} days, eps {params.eps:g}, "
+            f"{params.n_folds} folds, dsold thresholds {', '.join(f'{t:g}' for t in params.dsold_thresholds)}")
+
+
 class JobRunner:
     """Starts training threads and keeps their state (one per process)."""
 
@@ -50,6 +58,11 @@ class JobRunner:
         """Validate, then train in a background thread; returns the job to poll."""
         params = train.validate_params(params)
         actor = require_actor(actor)
+        t_min, t_max, _ = train.data_window(engine)
+        if not t_min < params.train_cutoff_ts <= t_max:
+            raise InvalidParameter(
+                f"train_cutoff_ts must be {train.PARAMETER_CONSTRAINTS['train_cutoff_ts']}: after "
+                f"{t_min.isoformat()} and at most {t_max.isoformat()}, got {params.train_cutoff_ts.isoformat()!r}")
         with self._lock:
             job = Job(next(self._ids), actor, params)
             self._jobs[job.job_id] = job

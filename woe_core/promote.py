@@ -79,9 +79,9 @@ def promote(engine: Engine, model_key: str, actor: str, reason: str, *, expected
 
     Atomic: the previous model is deactivated, the candidate activated and the
     history row appended in one transaction, or nothing changes. The database
-    first re-derives the model from the certified data (once per certification)
-    and refuses any difference; with ``expected_digest`` (the artifact digest the
-    reviewer saw) it also refuses a model whose artifacts differ from it.
+    first re-derives the model from the certified data and refuses any
+    difference; with ``expected_digest`` (the artifact digest the reviewer saw,
+    ``registry.artifact_digest``) it also refuses a model whose artifacts differ from it.
     ``acknowledged`` names the failed advisory checks the reviewer acknowledged;
     the history records them. Raises ``InvalidParameter`` for a blank actor or
     reason or a malformed digest, ``PromotionRefused`` naming the model and the
@@ -92,6 +92,8 @@ def promote(engine: Engine, model_key: str, actor: str, reason: str, *, expected
     key = _model_key(model_key)
     who = require_actor(actor)
     why = _reason(reason)
+    if isinstance(acknowledged, str) or not all(isinstance(c, str) and c.strip() for c in acknowledged):
+        raise InvalidParameter(f"acknowledged must be a sequence of check names, got {acknowledged!r}")
     if expected_digest is not None and (not isinstance(expected_digest, str) or not _DIGEST.match(expected_digest)):
         raise InvalidParameter(f"expected_digest must be 64 lowercase hex digits, got {expected_digest!r}")
     acks = [str(a) for a in acknowledged]

@@ -43,8 +43,8 @@ def artifact_digest(engine: Engine, model_key: str) -> str:
 
 def verify_provenance(engine: Engine, model_key: str) -> list[str]:
     """Re-derive ``model_key`` from the freshly certified data (``ml.woe_anchor_verify_provenance_v1``)
-    and return the differences (empty: the data reproduces the model). Recorded, and reused by
-    promotion under the same certification."""
+    and return the differences (empty: the data reproduces the model). Recorded for the promotion
+    checklist; promotion itself always re-derives."""
     with woe_errors(), engine.begin() as conn:
         return list(conn.execute(sa.text("SELECT ml.woe_anchor_verify_provenance_v1(:k)"),
                                  {"k": model_key}).scalar_one())

@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import compare, promote, registry
-from .errors import NotFound, PromotionRefused
+from .errors import NotFound, PromotionRefused, WoeError
 from .identity import local_actor
 
 
@@ -65,6 +66,16 @@ def reviewer_from(user: Mapping | None, settings: Settings) -> Reviewer:
 ADVISORY_CHECKS = frozenset({"metrics_vs_active"})  # shown to the reviewer, never blocking
 
 
+def check_kind(check: promote.Check) -> str:
+    """"advisory" (a failure must be acknowledged, does not stop a promotion) or "blocking"."""
+    return "advisory" if check.name in ADVISORY_CHECKS else "blocking"
+
+
+def failed_advisories(checks: list[promote.Check]) -> list[str]:
+    """Names of the failed advisory checks: each must be acknowledged in the confirmation."""
+    return [c.name for c in checks if not c.passed and c.name in ADVISORY_CHECKS]
+
+
 def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Check:
     """Four-eyes on real identities (``ml.woe_identity_v1``): the model's registering login (or the
     signed-in trainer, when that login vouches for sign-ins) against this connection's login (or
@@ -82,21 +93,39 @@ def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Ch
                                           f"promoting as {row.me}")
 
 
-def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str) -> list[promote.Check]:
-    """The Promote page's checklist: the database's preflight, EVAL AUC against the active
-    model (advisory), and the four-eyes rule when configured."""
+def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str,
+              common: compare.CommonWindow | None = None) -> list[promote.Check]:
+    """The Promote page's checklist: the database's preflight, AUC against the active model
+    on a common window (advisory), and the four-eyes rule when configured.
+
+    ``common``: the candidate's and the active model's common-window metrics when the
+    caller has them already (they are computed otherwise).
+    """
     checks = promote.preflight(engine, model_key)
     active = registry.active_model_key(engine)
     if active and active != model_key:
-        aucs = {k: d.get("eval", {}).get("auc") for k, d in compare.metrics(engine, [model_key, active]).items()}
-        cand, act = aucs[model_key], aucs[active]
-        if cand is None or act is None:
-            checks.append(promote.Check("metrics_vs_active", False, "no EVAL AUC to compare"))
-        else:
-            checks.append(promote.Check("metrics_vs_active", cand >= act, f"EVAL AUC {cand:.4f} vs active {act:.4f}"))
+        usable = common is not None and set(common.metrics["model_key"]) == {model_key, active}
+        checks.append(metrics_vs_active(engine, model_key, active, common=common if usable else None))
     if settings.four_eyes:
         checks.append(_four_eyes(engine, reviewer, model_key))
     return checks
+
+
+def metrics_vs_active(engine: Engine, model_key: str, active: str,
+                      common: compare.CommonWindow | None = None) -> promote.Check:
+    """AUC of the candidate against the active model on the same rows (``compare.common_window_metrics``
+    over the default window: after the later of the two cutoffs, labelled as of the data end)."""
+    try:
+        cw = common or compare.common_window_metrics(engine, [model_key, active])
+    except WoeError as exc:
+        return promote.Check("metrics_vs_active", False, f"cannot compare on a common window: {exc}")
+    aucs = dict(zip(cw.metrics["model_key"], cw.metrics["auc"], strict=True))
+    cand, act = aucs[model_key], aucs[active]
+    n = int(cw.metrics["n"].iloc[0])
+    where = f"on {n:,} common rows (t0 from {cw.start:%Y-%m-%d})"
+    if pd.isna(cand) or pd.isna(act):
+        return promote.Check("metrics_vs_active", False, f"no AUC to compare {where}")
+    return promote.Check("metrics_vs_active", bool(cand >= act), f"AUC {cand:.4f} vs active {act:.4f} {where}")
 
 
 def blocking(checks: list[promote.Check]) -> list[str]:
@@ -109,15 +138,22 @@ def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key
                expected_digest: str | None = None, acknowledged: Sequence[str] = ()) -> int:
     """Promote ``model_key`` on behalf of ``reviewer`` after the app-level checks; returns the history id.
 
-    ``expected_digest`` is the artifact digest the reviewer's page showed; ``acknowledged`` the failed
-    advisory checks the reviewer acknowledged (recorded in the history)."""
+    ``expected_digest``: the artifact digest the reviewer's page showed (the database refuses
+    another); ``acknowledged``: the failed advisory checks the reviewer acknowledged (recorded
+    with the promotion).
+    """
     if not reviewer.can_promote or not reviewer.name:
         raise PromotionRefused(f"promotion of {model_key!r} refused: {reviewer.why_not or 'not allowed'}")
     if settings.four_eyes and not _four_eyes(engine, reviewer, model_key).passed:
         raise PromotionRefused(f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} is the identity "
                                "that trained it, so another reviewer must promote it")
+    unacknowledged = [c for c in failed_advisories(checklist(engine, reviewer, settings, model_key))
+                      if c not in acknowledged]
+    if unacknowledged:
+        raise PromotionRefused(f"promotion of {model_key!r} refused: the failed advisory check(s) "
+                               f"{', '.join(unacknowledged)} must be acknowledged first")
     return promote.promote(engine, model_key, reviewer.name, reason, expected_digest=expected_digest,
-                           acknowledged=acknowledged)
+                           acknowledged=tuple(acknowledged))
 
 
 def rollback_as(engine: Engine, reviewer: Reviewer, reason: str) -> str:
@@ -125,3 +161,10 @@ def rollback_as(engine: Engine, reviewer: Reviewer, reason: str) -> str:
     if not reviewer.can_promote or not reviewer.name:
         raise PromotionRefused(f"rollback refused: {reviewer.why_not or 'not allowed'}")
     return promote.rollback(engine, reviewer.name, reason)
+
+
+def delete_as(engine: Engine, reviewer: Reviewer, model_key: str) -> None:
+    """Delete a never-promoted candidate on behalf of ``reviewer`` (same permission as promoting)."""
+    if not reviewer.can_promote or not reviewer.name:
+        raise PromotionRefused(f"deletion of {model_key!r} refused: {reviewer.why_not or 'not allowed'}")
+    promote.delete_candidate(engine, model_key)
