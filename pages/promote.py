@@ -67,7 +67,8 @@ if candidates and key:
         window = attempt(lambda: common_window(engine().url.render_as_string(hide_password=True), key, active,
                                                (digest, registry.artifact_digest(engine(), active))))
     checks = attempt(lambda: checklist(engine(), who, conf, key, common=window)) or []
-    table = pd.DataFrame([{"check": c.name, "kind": check_kind(c), "result": "pass" if c.passed else "FAIL",
+    table = pd.DataFrame([{"check": c.name, "kind": check_kind(c),
+                           "result": "pass" if c.passed else "at promotion" if c.passed is None else "FAIL",
                            "detail": c.detail} for c in checks], columns=["check", "kind", "result", "detail"])
 
     def colour(row: pd.Series) -> list[str]:
@@ -79,6 +80,13 @@ if candidates and key:
     st.dataframe(table.style.apply(colour, axis=1), hide_index=True, width="stretch",
                  column_config={"kind": st.column_config.TextColumn(
                      help="blocking: a failure stops the promotion; advisory: a failure must be acknowledged")})
+    if any(c.name == "provenance" and c.passed is None for c in checks) and st.button(
+            "Verify provenance now", help="Re-derive the model from the certified data; promotion does it anyway"):
+        differences = attempt(lambda: registry.verify_provenance(engine(), key))
+        if differences is not None:
+            after_action("success" if not differences else "error",
+                         "The certified data reproduces the model." if not differences else
+                         f"The certified data does not reproduce the model: {len(differences)} difference(s).")
     blocked_by = blocking(checks) if checks else ["checklist"]
     advisories = failed_advisories(checks)
     if blocked_by:
