@@ -1,7 +1,7 @@
 """Promotion (docs/governance.md): the preflight checklist, promote, roll back, history, delete.
 
 Every rule lives in the database (``sql/V0006__governance.sql`` and
-``sql/V0007__integrity.sql``), so a psql user gets the same answers as the app:
+``sql/V0008__integrity.sql``), so a psql user gets the same answers as the app:
 ``ml.promote_woe_anchor_model`` is the only way to change the active model,
 serialised by the project's promotion lock; it re-derives the model from the
 certified data (provenance), checks the artifact digest the reviewer saw, and

@@ -58,7 +58,7 @@ TRAINING_CODE_FILES = (
     "woe_core/bands.py",
     "sql/V0004__banding_and_live_scoring.sql",
     "sql/V0005__training.sql",
-    "sql/V0007__integrity.sql",
+    "sql/V0007__labels_and_weights.sql",
 )
 MAX_FOLDS = 50
 # How long a training waits for another one to finish (ml.woe_anchor_training_lock_v1).
