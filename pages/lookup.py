@@ -16,13 +16,14 @@ NONE = "(none)"
 st.title("Score lookup")
 raw = st.query_params.get("listing")
 initial = 0
-if raw is not None and "lookup_listing" not in st.session_state:
+if raw is not None:  # checked on every run while the link holds it; it seeds the field only once
     try:
         initial = int(raw)
     except ValueError:
         initial = -1
     if not 0 <= initial <= MAX_ID:
-        st.warning(f"listing {markdown_text(repr(raw))} in the link is not a valid listing id (a positive integer up to {MAX_ID})")
+        st.warning(f"listing {markdown_text(repr(raw))} in the link is not a valid listing id "
+                   f"(a positive integer up to {MAX_ID})")
         initial = 0
 seed("lookup_listing", initial)
 

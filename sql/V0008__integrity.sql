@@ -1566,7 +1566,15 @@ CREATE OR REPLACE FUNCTION ml.grant_woe_anchor_roles() RETURNS text[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     granted text[] := '{}';
+    r       text;
 BEGIN
+    -- Every project login may see which migrations were applied (a client that finds
+    -- none pending starts without DDL).
+    FOREACH r IN ARRAY ARRAY['woe_reader', 'woe_trainer', 'woe_certifier', 'woe_promoter', 'woe_sso'] LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r);
+        EXECUTE format('GRANT USAGE ON SCHEMA audit TO %I', r);
+        EXECUTE format('GRANT SELECT ON audit.schema_migrations TO %I', r);
+    END LOOP;
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'woe_reader') THEN
         GRANT USAGE ON SCHEMA ml TO woe_reader;
         GRANT SELECT ON ml.woe_anchor_scores_live_train_v, ml.woe_anchor_feature_store_t0_v1_v TO woe_reader;

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from modelkit import break_glass
 from woe_core import compare, jobs, promote, registry, score
+from woe_core.display import markdown_text
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -156,7 +157,8 @@ def test_stale_certification_makes_lookup_refuse_without_numbers(two_models):
 @pytest.mark.parametrize("raw", ["-5", "99999999999999999999", "abc"])
 def test_lookup_link_with_a_bad_listing_id_is_a_warning(two_models, raw):
     at = _page("lookup", {"listing": raw})
-    assert any(f"listing {raw!r} in the link is not a valid listing id" in w.value for w in at.warning)
+    assert any(f"listing {markdown_text(repr(raw))} in the link is not a valid listing id" in w.value
+               for w in at.warning)
 
 
 def _listing_ids(engine, n: int) -> list[int]:

@@ -129,7 +129,7 @@ def test_promotion_refuses_a_digest_other_than_the_reviewed_one(two_models):
     digest = registry.artifact_digest(engine, second)
     assert len(digest) == 64 and digest != registry.artifact_digest(engine, first)
     assert digest == registry.artifact_digest(engine, second)  # deterministic
-    with pytest.raises(PromotionRefused, match="artifacts changed"):
+    with pytest.raises(PromotionRefused, match=f"its artifact digest is {digest}, not {'0' * 64} that the reviewer saw"):
         reviewer.promote_as(engine, me, local, second, "stale view", expected_digest="0" * 64,
                             acknowledged=("metrics_vs_active",))
     reviewer.promote_as(engine, me, local, second, "as reviewed", expected_digest=digest,

@@ -60,8 +60,12 @@ def provider(tmp_path):
 
 
 @pytest.fixture
-def signin_app(two_models, provider, tmp_path):
+def signin_app(two_models, provider, tmp_path, login, monkeypatch):
+    """The app behind its sign-in, logged in to the database as a member of every project role and of
+    woe_sso (so the database takes its signed-in users as the identities, as in a deployment)."""
     engine, first, second = two_models
+    app_login = login("woe_reader", "woe_trainer", "woe_certifier", "woe_promoter", "woe_sso")
+    monkeypatch.setenv("WOE_DATABASE_URL", app_login.url.render_as_string(hide_password=False))
     port = _free_port()
     app_url = f"http://127.0.0.1:{port}"
     secrets = tmp_path / "secrets.toml"
@@ -83,7 +87,7 @@ def signin_app(two_models, provider, tmp_path):
         stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_for(f"{app_url}/_stcore/health", proc, "the app")
-        yield app_url, engine, first, second
+        yield app_url, app_login, first, second
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -148,7 +152,8 @@ def test_sign_in_promoters_four_eyes_and_sign_out(page, signin_app):
     _open(page, f"{app_url}/promote?model={own}")
     page.get_by_text(f"Signed in as {ALICE}").first.wait_for()
     checklist = _checklist_text(page)
-    assert "four_eyes" in checklist and f"trained by {ALICE}, promoting as {ALICE}" in checklist, checklist
+    assert "four_eyes" in checklist and f"trained by sso:{ALICE} (declared {ALICE}), promoting as sso:{ALICE}" \
+        in checklist, checklist
     button = page.get_by_role("button", name="Promote…")
     assert button.is_disabled()
     page.screenshot(path=SHOTS / "signin-four-eyes.png", full_page=True)

@@ -100,6 +100,8 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[Migration]:
     migrations = discover(sql_dir)
     by_version = {m.version: m for m in migrations}
     applied_now: list[Migration] = []
+    if _up_to_date(engine, migrations):
+        return applied_now  # nothing to apply: no lock, no DDL (so a login without CREATE may start the app)
     with engine.connect() as conn:
         # Bounded: a session holding the key (a stuck runner, or any login) makes this fail
         # with a clear message instead of hanging the app's start.
@@ -159,6 +161,19 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[Migration]:
             conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
             conn.commit()
     return applied_now
+
+
+def _up_to_date(engine: Engine, migrations: list[Migration]) -> bool:
+    """True when the ledger lists exactly these scripts with these checksums (read-only; any doubt: False)."""
+    with engine.connect() as conn:
+        if conn.execute(sa.text("SELECT to_regclass('audit.schema_migrations')")).scalar() is None:
+            return False
+        if not conn.execute(sa.text(
+                "SELECT has_table_privilege('audit.schema_migrations', 'SELECT')")).scalar_one():
+            return False
+        ledger = {r.version: r.checksum for r in conn.execute(sa.text(
+            "SELECT version, checksum FROM audit.schema_migrations"))}
+    return ledger == {m.version: m.checksum for m in migrations}
 
 
 def applied(engine: Engine) -> list[dict]:
