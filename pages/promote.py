@@ -157,7 +157,24 @@ if candidates and key:
 
 st.subheader("History")
 history = promote.history(engine())
-st.dataframe(history, hide_index=True)
+shown = history.assign(artifact_sha256=history["artifact_sha256"].str[:12],
+                       acknowledged_checks=history["acknowledged_checks"].map(lambda a: ", ".join(a or [])))
+small = {"width": "small"}
+st.dataframe(shown[["promotion_id", "promoted_at", "to_model_key", "from_model_key", "actor", "actor_identity",
+                    "reason", "acknowledged_checks", "artifact_sha256"]], hide_index=True,
+             column_config={"promotion_id": st.column_config.NumberColumn("#", **small),
+                            "promoted_at": st.column_config.DatetimeColumn("promoted at", width="medium"),
+                            "to_model_key": st.column_config.TextColumn("to", **small),
+                            "from_model_key": st.column_config.TextColumn("from", **small),
+                            "actor": st.column_config.TextColumn("actor", **small),
+                            "actor_identity": st.column_config.TextColumn(
+                                "identity", help="the real identity: the signed-in user or the database login",
+                                **small),
+                            "reason": st.column_config.TextColumn("reason", width="medium"),
+                            "acknowledged_checks": st.column_config.TextColumn(
+                                "acknowledged", help="failed advisory checks acknowledged", **small),
+                            "artifact_sha256": st.column_config.TextColumn(
+                                "digest", help="artifact digest promoted (first 12 hex digits)", **small)})
 
 
 def forget_rollback() -> None:
