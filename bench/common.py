@@ -22,8 +22,9 @@ def fresh_engine() -> sa.Engine:
     if url:
         engine = db.get_engine(url)
     else:
-        engine = db.get_engine(db.embedded_url(Path(tempfile.mkdtemp(prefix="woe_bench_")) / "pg",
-                                               cleanup_mode="delete"))
+        engine = db.get_engine(
+            db.embedded_url(Path(tempfile.mkdtemp(prefix="woe_bench_")) / "pg", cleanup_mode="delete")
+        )
     migrations.migrate(engine)
     return engine
 
@@ -42,5 +43,10 @@ def load_certified(engine: sa.Engine, snapshots: int) -> dict:
         conn.execute(sa.text("VACUUM ANALYZE"))
     t = time.perf_counter()
     cert = certify.certify(engine, "bench")
-    return {**counts, "listings": n_listings, "generate_load_s": t_load, "certify_s": time.perf_counter() - t,
-            "certified": cert.passed}
+    return {
+        **counts,
+        "listings": n_listings,
+        "generate_load_s": t_load,
+        "certify_s": time.perf_counter() - t,
+        "certified": cert.passed,
+    }

@@ -32,10 +32,14 @@ from .common import fresh_engine, load_certified
 
 KEY = "tom_aft_v1_20260101_000000"
 
-GUARDED_LOOKUP = ("SELECT woe_logit, woe_anchor_p_slow21, unmapped_bands, dsold_band, trust_tier "
-                  "FROM ml.woe_anchor_scores_live_train_v WHERE listing_id = %s")
-BARE_LOOKUP = ("SELECT s.*, i.* FROM ml.socio_market_snapshots s LEFT JOIN ml.iphone_image_features i "
-               "ON i.listing_id = s.listing_id AND i.t0 = s.t0 WHERE s.listing_id = %s")
+GUARDED_LOOKUP = (
+    "SELECT woe_logit, woe_anchor_p_slow21, unmapped_bands, dsold_band, trust_tier "
+    "FROM ml.woe_anchor_scores_live_train_v WHERE listing_id = %s"
+)
+BARE_LOOKUP = (
+    "SELECT s.*, i.* FROM ml.socio_market_snapshots s LEFT JOIN ml.iphone_image_features i "
+    "ON i.listing_id = s.listing_id AND i.t0 = s.t0 WHERE s.listing_id = %s"
+)
 GUARDED_FULL = "SELECT count(*), avg(woe_anchor_p_slow21) FROM ml.woe_anchor_scores_live_train_v"
 UNGUARDED_FULL = "SELECT count(*), avg(woe_anchor_p_slow21) FROM ml.woe_anchor_scores_live_v1"
 BARE_FULL = "SELECT count(*), avg(coalesce(photo_quality, 0)) FROM ml.woe_anchor_feature_store_t0_v1_v"
@@ -55,19 +59,31 @@ def insert_ground_truth_model(engine):
     base = gt["intercept"]
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM ml.woe_anchor_model_registry_v1"))
-        conn.execute(sa.text(
-            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
-            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-            "dsold_t4, created_by) VALUES (:k, now(), 60, 1, 5, 1, :sha, false, 1 / (1 + exp(-:b)), :b, "
-            "-0.15, -0.05, 0.05, 0.15, 'bench')"), {"k": KEY, "sha": "0" * 64, "b": base})
+        conn.execute(
+            sa.text(
+                "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+                "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
+                "dsold_t4, created_by) VALUES (:k, now(), 60, 1, 5, 1, :sha, false, 1 / (1 + exp(-:b)), :b, "
+                "-0.15, -0.05, 0.05, 0.15, 'bench')"
+            ),
+            {"k": KEY, "sha": "0" * 64, "b": base},
+        )
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, NULL, 0.50, 0.62, 0)"), {"k": KEY})
-        conn.execute(sa.text("INSERT INTO ml.woe_anchor_map_v1 VALUES (:k, NULL, :b, :v, :w, 0, 0, 0, 0)"),
-                     [{"k": KEY, "b": b, "v": v, "w": w} for b in BAND_NAMES for v, w in gt[b].items()])
+        conn.execute(
+            sa.text("INSERT INTO ml.woe_anchor_map_v1 VALUES (:k, NULL, :b, :v, :w, 0, 0, 0, 0)"),
+            [{"k": KEY, "b": b, "v": v, "w": w} for b in BAND_NAMES for v, w in gt[b].items()],
+        )
         # A hand-written model cannot be promoted (provenance); the benchmark activates it by break-glass.
-        conn.execute(sa.text("INSERT INTO audit.break_glass_log (model_key, reason) "
-                             "VALUES (:k, 'benchmark: activate the ground-truth model')"), {"k": KEY})
-        conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
-                     {"k": KEY})
+        conn.execute(
+            sa.text(
+                "INSERT INTO audit.break_glass_log (model_key, reason) "
+                "VALUES (:k, 'benchmark: activate the ground-truth model')"
+            ),
+            {"k": KEY},
+        )
+        conn.execute(
+            sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"), {"k": KEY}
+        )
         conn.execute(sa.text("ANALYZE"))
 
 
@@ -114,21 +130,33 @@ def main() -> int:
     insert_ground_truth_model(engine)
 
     with engine.connect() as conn:
+
         def q(sql):
             return lambda: conn.execute(sa.text(sql)).all()
+
         q(GUARDED_FULL)()  # warm the cache
         t_guarded = timed(q(GUARDED_FULL), 3)
         t_unguarded = timed(q(UNGUARDED_FULL), 3)
         t_bare = timed(q(BARE_FULL), 3)
         plan = "\n".join(conn.execute(sa.text("EXPLAIN " + GUARDED_LOOKUP.replace("%s", "1"))).scalars())
-    rows.append(("full scoring, guarded view", t_guarded, 5.0, f"{t_guarded / t_unguarded:.2f}x unguarded view, "
-                 f"{t_guarded / t_bare:.1f}x bare entrypoint scan"))
+    rows.append(
+        (
+            "full scoring, guarded view",
+            t_guarded,
+            5.0,
+            f"{t_guarded / t_unguarded:.2f}x unguarded view, {t_guarded / t_bare:.1f}x bare entrypoint scan",
+        )
+    )
     rows.append(("  peer: unguarded live view", t_unguarded, None, ""))
     rows.append(("  peer: bare entrypoint scan", t_bare, None, "socio LEFT JOIN image, no banding"))
 
     rng = np.random.default_rng(1)
     with engine.connect() as conn:
-        ids = conn.execute(sa.text("SELECT listing_id FROM ml.socio_market_snapshots TABLESAMPLE SYSTEM (5)")).scalars().all()
+        ids = (
+            conn.execute(sa.text("SELECT listing_id FROM ml.socio_market_snapshots TABLESAMPLE SYSTEM (5)"))
+            .scalars()
+            .all()
+        )
     ids = rng.choice(np.asarray(ids), size=args.lookups, replace=True)
     raw = engine.raw_connection()
     try:
@@ -148,8 +176,10 @@ def main() -> int:
     rows.append(("promote a trained model", checked, None, f"incl. provenance: {train_rows:,} TRAIN rows re-derived"))
     rows.append(("  roll back to a verified model", verified, None, "provenance already verified, not re-derived"))
 
-    print(f"\nfoundation benchmark: {loaded['socio_rows']:,} snapshots, {loaded['listings']:,} listings, "
-          f"{args.lookups} lookups; PostgreSQL {db.describe(engine).server_version}, {os.cpu_count()} cores\n")
+    print(
+        f"\nfoundation benchmark: {loaded['socio_rows']:,} snapshots, {loaded['listings']:,} listings, "
+        f"{args.lookups} lookups; PostgreSQL {db.describe(engine).server_version}, {os.cpu_count()} cores\n"
+    )
     print(f"| {'step':<34} | {'measured':>10} | {'target':>8} | note")
     print(f"|{'-' * 36}|{'-' * 12}|{'-' * 10}|------")
     for name, value, target, note in rows:

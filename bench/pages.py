@@ -31,17 +31,27 @@ from woe_core import promote, train
 
 from .common import ROOT, fresh_engine, load_certified
 
-PAGES = {"": "WOE anchor model", "train": "Train a candidate", "compare": "Compare models",
-         "promote": "Promote a model", "certification": "Data certification", "lookup": "Score lookup"}
+PAGES = {
+    "": "WOE anchor model",
+    "train": "Train a candidate",
+    "compare": "Compare models",
+    "promote": "Promote a model",
+    "certification": "Data certification",
+    "lookup": "Score lookup",
+}
 
 
 def serve(script: str, env: dict) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
-                             "--server.port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true", "--server.port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -100,8 +110,11 @@ def main() -> int:
 
     url = engine.url.render_as_string(hide_password=False)
     env = {**os.environ, "WOE_DATABASE_URL": url}
-    queries = {"compare": f"?models={first},{second}", "promote": f"?model={second}",
-               "lookup": f"?listing={listing}&model={second}"}
+    queries = {
+        "compare": f"?models={first},{second}",
+        "promote": f"?model={second}",
+        "lookup": f"?listing={listing}&model={second}",
+    }
     floor_script = Path(tempfile.mkdtemp(prefix="woe_floor_")) / "floor.py"
     floor_script.write_text('import streamlit as st\nst.title("Floor")\n')
     from playwright.sync_api import sync_playwright
@@ -111,32 +124,43 @@ def main() -> int:
     floor_app, floor_base = serve(str(floor_script), env)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+            browser = p.chromium.launch(
+                executable_path=chromium,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+            )
             visit_times(browser, base, PAGES[""], 1)  # the process's first session starts the engine
             visit_times(browser, floor_base, "Floor", 1)
             floor = visit_times(browser, floor_base, "Floor", args.visits)
             for path, title in PAGES.items():
-                results[path or "home"] = visit_times(browser, f"{base}/{path}{queries.get(path, '')}", title,
-                                                      args.visits)
+                results[path or "home"] = visit_times(
+                    browser, f"{base}/{path}{queries.get(path, '')}", title, args.visits
+                )
             browser.close()
     finally:
         for proc in (app, floor_app):
             proc.terminate()
             proc.wait(timeout=30)
-    server = {name: script_times(url, name, dict(q.lstrip("?").split("=") for q in queries.get(name, "").split("&") if q),
-                                 args.visits) for name in results}
+    server = {
+        name: script_times(
+            url, name, dict(q.lstrip("?").split("=") for q in queries.get(name, "").split("&") if q), args.visits
+        )
+        for name in results
+    }
 
-    print(f"\npage render benchmark: {loaded['socio_rows']:,} snapshots, 2 models; headless Chromium, "
-          f"{args.visits} fresh visits per page\n")
+    print(
+        f"\npage render benchmark: {loaded['socio_rows']:,} snapshots, 2 models; headless Chromium, "
+        f"{args.visits} fresh visits per page\n"
+    )
     floor_median = statistics.median(floor)
     print("| page | browser, first visit | browser, median | × one-line page | server script, median | target |")
     print("|---|---|---|---|---|---|")
     print(f"| peer: one-line Streamlit page | {floor[0]:.2f} s | {floor_median:.2f} s | 1.00× | – | – |")
     for name, runs in results.items():
         med = statistics.median(runs)
-        print(f"| {name} | {runs[0]:.2f} s | {med:.2f} s | {med / floor_median:.2f}× | "
-              f"{statistics.median(server[name]):.2f} s | ≤ 2 s |")
+        print(
+            f"| {name} | {runs[0]:.2f} s | {med:.2f} s | {med / floor_median:.2f}× | "
+            f"{statistics.median(server[name]):.2f} s | ≤ 2 s |"
+        )
     return 0
 
 

@@ -41,11 +41,13 @@ def banded_train_rows(engine, model_key: str) -> dict[str, np.ndarray]:
     if not re.fullmatch(r"tom_aft_v1_[0-9]{8}_[0-9]{6}(_[0-9]{1,3})?", model_key):
         raise SystemExit(f"unexpected model key {model_key!r} from the CLI")  # COPY takes no parameters
     slot_cols = ", ".join(f"ml.woe_slot_{name}(b.{col})::int2 AS s_{name}" for name, col, _ in BANDS)
-    sql = (f"SELECT s.fold_id::int2 AS fold, s.slow21 AS y, ml.woe_weight(s.t0, r.train_cutoff_ts, r.half_life_days) AS w, "
-           f"{slot_cols} FROM ml.woe_anchor_scores_v1 s "
-           f"JOIN ml.woe_anchor_model_registry_v1 r USING (model_key) "
-           f"JOIN ml.v_woe_anchor_bands_by_model_v1 b ON b.model_key = s.model_key AND b.listing_id = s.listing_id "
-           f"AND b.t0 = s.t0 WHERE s.model_key = '{model_key}'")
+    sql = (
+        f"SELECT s.fold_id::int2 AS fold, s.slow21 AS y, ml.woe_weight(s.t0, r.train_cutoff_ts, r.half_life_days) AS w, "
+        f"{slot_cols} FROM ml.woe_anchor_scores_v1 s "
+        f"JOIN ml.woe_anchor_model_registry_v1 r USING (model_key) "
+        f"JOIN ml.v_woe_anchor_bands_by_model_v1 b ON b.model_key = s.model_key AND b.listing_id = s.listing_id "
+        f"AND b.t0 = s.t0 WHERE s.model_key = '{model_key}'"
+    )
     columns = [("fold", "int2"), ("y", "int2"), ("w", "float8")] + [(f"s_{b}", "int2") for b in BAND_NAMES]
     with engine.connect() as conn:
         return db.fetch_arrays(conn, sql, columns)
@@ -77,8 +79,14 @@ def numpy_reference(codes, levels, fold, y, w):
     return logit
 
 
-def fold_sums(codes: dict[str, np.ndarray], fold: np.ndarray, y: np.ndarray, w: np.ndarray,
-              levels: dict[str, list[str]], n_folds: int) -> tuple[np.ndarray, list[tuple[str, str]], dict[str, int]]:
+def fold_sums(
+    codes: dict[str, np.ndarray],
+    fold: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    levels: dict[str, list[str]],
+    n_folds: int,
+) -> tuple[np.ndarray, list[tuple[str, str]], dict[str, int]]:
     """In-memory counterpart of the training aggregate (a benchmark helper, so it is not hashed into code_sha256): one weighted ``bincount`` per band.
 
     ``codes[band]`` holds each row's value index into ``levels[band]``. Returns
@@ -162,8 +170,22 @@ def main() -> int:
     loaded = load_certified(engine, args.snapshots)
     url = engine.url.render_as_string(hide_password=False)
 
-    cmd = [sys.executable, "-m", "woe_core", "--database-url", url, "train", "--cutoff", CUTOFF.isoformat(),
-           "--folds", str(K), "--eps", str(EPS), "--actor", "bench"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "woe_core",
+        "--database-url",
+        url,
+        "train",
+        "--cutoff",
+        CUTOFF.isoformat(),
+        "--folds",
+        str(K),
+        "--eps",
+        str(EPS),
+        "--actor",
+        "bench",
+    ]
     # Peak RSS from the child's VmHWM, sampled until it exits: getrusage's ru_maxrss
     # would also count the copy of this (large) process the child was forked from.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -207,13 +229,16 @@ def main() -> int:
                 reference, ref_logit = seconds, logit
             if name.startswith("woe_core"):
                 assert ref_logit is not None and np.allclose(logit, ref_logit, atol=1e-9), (
-                    "engine math disagrees with the numpy reference")
+                    "engine math disagrees with the numpy reference"
+                )
             results.append((name, seconds, seconds / reference if reference else float("nan")))
         except ImportError as exc:
             results.append((name, None, f"not installed ({exc.name})"))
 
-    print(f"\ntraining benchmark: {loaded['socio_rows']:,} snapshots ({loaded['listings']:,} listings), "
-          f"{len(y):,} TRAIN rows at cutoff {CUTOFF:%Y-%m-%d}, K={K}\n")
+    print(
+        f"\ntraining benchmark: {loaded['socio_rows']:,} snapshots ({loaded['listings']:,} listings), "
+        f"{len(y):,} TRAIN rows at cutoff {CUTOFF:%Y-%m-%d}, K={K}\n"
+    )
     print("| end-to-end `python -m woe_core train` | measured | target |")
     print("|---|---|---|")
     print(f"| wall time (child process) | {wall:.2f} s | ≤ 10 s |")

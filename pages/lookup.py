@@ -22,8 +22,10 @@ if raw is not None:  # checked on every run while the link holds it; it seeds th
     except ValueError:
         initial = -1
     if not 0 <= initial <= MAX_ID:
-        st.warning(f"listing {markdown_text(repr(raw))} in the link is not a valid listing id "
-                   f"(a positive integer up to {MAX_ID})")
+        st.warning(
+            f"listing {markdown_text(repr(raw))} in the link is not a valid listing id "
+            f"(a positive integer up to {MAX_ID})"
+        )
         initial = 0
 seed("lookup_listing", initial)
 
@@ -46,11 +48,21 @@ c1, c2, c3 = st.columns([1, 1, 2])
 listing_id = c1.number_input("Listing id", min_value=0, max_value=MAX_ID, step=1, key="lookup_listing")
 if newest is not None and len(newest):
     ids = [int(x) for x in newest["listing_id"]]
-    c2.selectbox("Or pick one of the newest listings", ids, index=None, placeholder="newest listings",
-                 key="lookup_pick", on_change=lambda: pick_listing(st.session_state.get("lookup_pick")))
+    c2.selectbox(
+        "Or pick one of the newest listings",
+        ids,
+        index=None,
+        placeholder="newest listings",
+        key="lookup_pick",
+        on_change=lambda: pick_listing(st.session_state.get("lookup_pick")),
+    )
 c2.button("Random listing", on_click=lambda: pick_listing(listings.random_listing(engine())))
-candidate = c3.selectbox("Also score under candidate", [NONE] + others, key="lookup_model",
-                         format_func=lambda k: k if k == NONE else f"{labels[k]} — {k}")
+candidate = c3.selectbox(
+    "Also score under candidate",
+    [NONE] + others,
+    key="lookup_model",
+    format_func=lambda k: k if k == NONE else f"{labels[k]} — {k}",
+)
 
 if listing_id:
     st.query_params["listing"] = str(int(listing_id))
@@ -62,8 +74,12 @@ else:
     st.query_params.pop("model", None)
 
 if not listing_id:
-    hint = (f" Listing ids here run from {int(newest['listing_id'].min()):,} upwards, e.g. "
-            f"{int(newest['listing_id'].iloc[0])}." if newest is not None and len(newest) else "")
+    hint = (
+        f" Listing ids here run from {int(newest['listing_id'].min()):,} upwards, e.g. "
+        f"{int(newest['listing_id'].iloc[0])}."
+        if newest is not None and len(newest)
+        else ""
+    )
     st.info("Enter a listing id, pick one of the newest, or draw a random one." + hint)
     st.stop()
 
@@ -71,17 +87,40 @@ if not listing_id:
 def waterfall(parts: pd.DataFrame, base: float) -> alt.Chart:
     rows = [{"step": "base", "start": 0.0, "end": base, "woe": base, "value": "base_logit", "effect": "base logit"}]
     for r in parts.itertuples():
-        effect = ("unmapped (contributes 0)" if r.unmapped
-                  else "raises p_slow21 (WOE > 0)" if r.woe > 0 else "lowers p_slow21 (WOE ≤ 0)")
-        rows.append({"step": r.band_name, "start": r.logit_after - r.woe, "end": r.logit_after, "woe": r.woe,
-                     "value": r.band_value + (" (unmapped: 0)" if r.unmapped else ""), "effect": effect})
+        effect = (
+            "unmapped (contributes 0)"
+            if r.unmapped
+            else "raises p_slow21 (WOE > 0)"
+            if r.woe > 0
+            else "lowers p_slow21 (WOE ≤ 0)"
+        )
+        rows.append(
+            {
+                "step": r.band_name,
+                "start": r.logit_after - r.woe,
+                "end": r.logit_after,
+                "woe": r.woe,
+                "value": r.band_value + (" (unmapped: 0)" if r.unmapped else ""),
+                "effect": effect,
+            }
+        )
     data = pd.DataFrame(rows)
     domain = ["base logit", "raises p_slow21 (WOE > 0)", "lowers p_slow21 (WOE ≤ 0)", "unmapped (contributes 0)"]
-    return alt.Chart(data).mark_bar().encode(
-        y=alt.Y("step:N", sort=None, title=None), x=alt.X("start:Q", title="logit"), x2="end:Q",
-        color=alt.Color("effect:N", scale=alt.Scale(domain=domain, range=["#7f7f7f", "#d62728", "#2ca02c", "#bcbd22"]),
-                        legend=alt.Legend(title="bar", orient="bottom", labelLimit=300)),
-        tooltip=["step", "value", alt.Tooltip("woe:Q", format="+.4f"), alt.Tooltip("end:Q", format="+.4f")])
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("step:N", sort=None, title=None),
+            x=alt.X("start:Q", title="logit"),
+            x2="end:Q",
+            color=alt.Color(
+                "effect:N",
+                scale=alt.Scale(domain=domain, range=["#7f7f7f", "#d62728", "#2ca02c", "#bcbd22"]),
+                legend=alt.Legend(title="bar", orient="bottom", labelLimit=300),
+            ),
+            tooltip=["step", "value", alt.Tooltip("woe:Q", format="+.4f"), alt.Tooltip("end:Q", format="+.4f")],
+        )
+    )
 
 
 def show(row: dict, title: str, column) -> None:
@@ -102,17 +141,21 @@ try:
     cand = score.lookup(engine(), int(listing_id), model_key=candidate) if candidate != NONE else None
 except CertificationRequired as exc:
     st.error(f"The database refused to score: {markdown_text(exc)}")
-    st.info("How to fix: certify the input data on the Certification page (or `python -m woe_core certify`); "
-            "scores are served only while the latest certification passed, is younger than 24 h and the data "
-            "has not changed since.")
+    st.info(
+        "How to fix: certify the input data on the Certification page (or `python -m woe_core certify`); "
+        "scores are served only while the latest certification passed, is younger than 24 h and the data "
+        "has not changed since."
+    )
     st.stop()
 except WoeError as exc:
     st.error(markdown_text(exc))
     st.stop()
 
 if live.empty:
-    st.warning(f"Listing {int(listing_id)} has no snapshot in the feature store. Pick one of the newest listings "
-               "above, draw a random one, or list some with `python -m woe_core listings`.")
+    st.warning(
+        f"Listing {int(listing_id)} has no snapshot in the feature store. Pick one of the newest listings "
+        "above, draw a random one, or list some with `python -m woe_core listings`."
+    )
     st.stop()
 
 st.subheader(f"Snapshots of listing {int(listing_id)}")

@@ -14,7 +14,9 @@ who, conf = reviewer(), settings()
 if who.mode == "local":
     st.caption(f"Local mode: acting as **{markdown_text(who.name)}** (no identity provider configured).")
 elif who.name:
-    st.caption(f"Signed in as **{markdown_text(who.name)}**" + ("" if who.can_promote else f" — {markdown_text(who.why_not)}"))
+    st.caption(
+        f"Signed in as **{markdown_text(who.name)}**" + ("" if who.can_promote else f" — {markdown_text(who.why_not)}")
+    )
 else:
     st.warning("Sign in to promote.")
     st.button("Sign in", on_click=st.login)
@@ -24,8 +26,10 @@ labels = compare.short_labels(list(models["model_key"]))
 candidates = models.loc[~models["is_active"], "model_key"].tolist()
 active = registry.active_model_key(engine())
 if active:
-    st.markdown(f"Active model: **`{active}`** ({labels[active]}) · artifact digest "
-                f"`{registry.artifact_digest(engine(), active)[:16]}…`")
+    st.markdown(
+        f"Active model: **`{active}`** ({labels[active]}) · artifact digest "
+        f"`{registry.artifact_digest(engine(), active)[:16]}…`"
+    )
 else:
     st.markdown("No model is active.")
 
@@ -44,13 +48,18 @@ def forget_confirmation() -> None:
 if not candidates:
     st.info("No candidate to promote: train one on the Train page.")
 else:
-    key = st.selectbox("Candidate", candidates, key="promote_model", index=None, placeholder="Choose a candidate",
-                       format_func=lambda k: f"{labels[k]} — {k}")
+    key = st.selectbox(
+        "Candidate",
+        candidates,
+        key="promote_model",
+        index=None,
+        placeholder="Choose a candidate",
+        format_func=lambda k: f"{labels[k]} — {k}",
+    )
     if key:
         st.query_params["model"] = key
     else:
         st.query_params.pop("model", None)
-
 
 
 @st.cache_data(ttl=300, show_spinner="Scoring the candidate and the active model on common rows…")
@@ -64,46 +73,80 @@ if candidates and key:
     st.markdown(f"Artifact digest of `{key}`: `{digest}`")
     window = None
     if active:
-        window = attempt(lambda: common_window(engine().url.render_as_string(hide_password=True), key, active,
-                                               (digest, registry.artifact_digest(engine(), active))))
+        window = attempt(
+            lambda: common_window(
+                engine().url.render_as_string(hide_password=True),
+                key,
+                active,
+                (digest, registry.artifact_digest(engine(), active)),
+            )
+        )
     checks = attempt(lambda: checklist(engine(), who, conf, key, common=window)) or []
-    table = pd.DataFrame([{"check": c.name, "kind": check_kind(c),
-                           "result": "pass" if c.passed else "at promotion" if c.passed is None else "FAIL",
-                           "detail": c.detail} for c in checks], columns=["check", "kind", "result", "detail"])
+    table = pd.DataFrame(
+        [
+            {
+                "check": c.name,
+                "kind": check_kind(c),
+                "result": "pass" if c.passed else "at promotion" if c.passed is None else "FAIL",
+                "detail": c.detail,
+            }
+            for c in checks
+        ],
+        columns=["check", "kind", "result", "detail"],
+    )
 
     def colour(row: pd.Series) -> list[str]:
         bad = row["result"] == "FAIL"
-        tint = "" if not bad else "background-color: #fde2e1" if row["kind"] == "blocking" \
-            else "background-color: #fff3cd"
+        tint = (
+            "" if not bad else "background-color: #fde2e1" if row["kind"] == "blocking" else "background-color: #fff3cd"
+        )
         return [tint for _ in row]
 
-    st.dataframe(table.style.apply(colour, axis=1), hide_index=True, width="stretch",
-                 column_config={"kind": st.column_config.TextColumn(
-                     help="blocking: a failure stops the promotion; advisory: a failure must be acknowledged")})
+    st.dataframe(
+        table.style.apply(colour, axis=1),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "kind": st.column_config.TextColumn(
+                help="blocking: a failure stops the promotion; advisory: a failure must be acknowledged"
+            )
+        },
+    )
     if any(c.name == "provenance" and c.passed is None for c in checks) and st.button(
-            "Verify provenance now", help="Re-derive the model from the certified data; promotion does it anyway"):
+        "Verify provenance now", help="Re-derive the model from the certified data; promotion does it anyway"
+    ):
         differences = attempt(lambda: registry.verify_provenance(engine(), key))
         if differences is not None:
-            after_action("success" if not differences else "error",
-                         "The certified data reproduces the model." if not differences else
-                         f"The certified data does not reproduce the model: {len(differences)} difference(s).")
+            after_action(
+                "success" if not differences else "error",
+                "The certified data reproduces the model."
+                if not differences
+                else f"The certified data does not reproduce the model: {len(differences)} difference(s).",
+            )
     blocked_by = blocking(checks) if checks else ["checklist"]
     advisories = failed_advisories(checks)
     if blocked_by:
         st.error("Promotion blocked by: " + ", ".join(blocked_by))
     elif advisories:
-        st.warning("Advisory check(s) failed: " + ", ".join(advisories)
-                   + " — you may promote, but must acknowledge each in the confirmation.")
+        st.warning(
+            "Advisory check(s) failed: "
+            + ", ".join(advisories)
+            + " — you may promote, but must acknowledge each in the confirmation."
+        )
 
     if active:
         if window is not None:
             st.markdown("**Candidate and active model on the same rows** — " + window.describe())
-            shown = window.metrics.assign(model=[("candidate " if k == key else "active ") + labels[k]
-                                                 for k in window.metrics["model_key"]])
-            st.dataframe(shown[["model", "n", "positives", "auc", "log_loss", "brier", "model_key"]],
-                         hide_index=True)
-        st.page_link("pages/compare.py", label="Compare in detail", icon=":material/compare_arrows:",
-                     query_params={"models": f"{active},{key}"})
+            shown = window.metrics.assign(
+                model=[("candidate " if k == key else "active ") + labels[k] for k in window.metrics["model_key"]]
+            )
+            st.dataframe(shown[["model", "n", "positives", "auc", "log_loss", "brier", "model_key"]], hide_index=True)
+        st.page_link(
+            "pages/compare.py",
+            label="Compare in detail",
+            icon=":material/compare_arrows:",
+            query_params={"models": f"{active},{key}"},
+        )
 
     @st.dialog("Confirm promotion", on_dismiss=forget_confirmation)
     def confirm(model_key: str, seen_digest: str, to_acknowledge: list[str]) -> None:
@@ -118,10 +161,24 @@ if candidates and key:
                     acks.append(name)
         reason = st.text_area("Reason (required)", key="promote_reason")
         missing = [a for a in to_acknowledge if a not in acks]
-        if st.button("Promote", type="primary", key="confirm_promote", disabled=bool(missing),
-                     help="acknowledge: " + ", ".join(missing) if missing else None):
-            done = attempt(lambda: promote_as(engine(), reviewer(), settings(), model_key, reason,
-                                              expected_digest=seen_digest, acknowledged=tuple(acks)))
+        if st.button(
+            "Promote",
+            type="primary",
+            key="confirm_promote",
+            disabled=bool(missing),
+            help="acknowledge: " + ", ".join(missing) if missing else None,
+        ):
+            done = attempt(
+                lambda: promote_as(
+                    engine(),
+                    reviewer(),
+                    settings(),
+                    model_key,
+                    reason,
+                    expected_digest=seen_digest,
+                    acknowledged=tuple(acks),
+                )
+            )
             if done is not None:
                 forget_confirmation()
                 st.session_state["promote_reset"] = True
@@ -129,8 +186,12 @@ if candidates and key:
                 after_action("success", f"`{model_key}` is now the active model (promotion #{done}{ack_text}).")
 
     # The dialog stays open across reruns until promoted or dismissed.
-    if st.button("Promote…", type="primary", disabled=bool(blocked_by) or not who.can_promote or digest is None,
-                 help="blocked by: " + ", ".join(blocked_by) if blocked_by else None):
+    if st.button(
+        "Promote…",
+        type="primary",
+        disabled=bool(blocked_by) or not who.can_promote or digest is None,
+        help="blocked by: " + ", ".join(blocked_by) if blocked_by else None,
+    ):
         st.session_state["confirm_model"] = key
         st.session_state["confirm_digest"] = digest
         st.session_state["confirm_acks"] = advisories
@@ -142,10 +203,13 @@ if candidates and key:
 
     @st.dialog("Delete candidate", on_dismiss=forget_delete)
     def confirm_delete(model_key: str) -> None:
-        st.write(f"Delete **`{model_key}`** with all its cuts, maps and scores? Only a model that was never "
-                 "promoted can be deleted.")
+        st.write(
+            f"Delete **`{model_key}`** with all its cuts, maps and scores? Only a model that was never "
+            "promoted can be deleted."
+        )
         if st.button("Delete", type="primary", key="confirm_delete") and attempt(
-                lambda: delete_as(engine(), reviewer(), model_key) or True):
+            lambda: delete_as(engine(), reviewer(), model_key) or True
+        ):
             forget_delete()
             st.session_state["promote_reset"] = True
             after_action("success", f"Deleted candidate `{model_key}` and all its artifacts.")
@@ -157,24 +221,44 @@ if candidates and key:
 
 st.subheader("History")
 history = promote.history(engine())
-shown = history.assign(artifact_sha256=history["artifact_sha256"].str[:12],
-                       acknowledged_checks=history["acknowledged_checks"].map(lambda a: ", ".join(a or [])))
+shown = history.assign(
+    artifact_sha256=history["artifact_sha256"].str[:12],
+    acknowledged_checks=history["acknowledged_checks"].map(lambda a: ", ".join(a or [])),
+)
 small = {"width": "small"}
-st.dataframe(shown[["promotion_id", "promoted_at", "to_model_key", "from_model_key", "actor", "actor_identity",
-                    "reason", "acknowledged_checks", "artifact_sha256"]], hide_index=True,
-             column_config={"promotion_id": st.column_config.NumberColumn("#", **small),
-                            "promoted_at": st.column_config.DatetimeColumn("promoted at", width="medium"),
-                            "to_model_key": st.column_config.TextColumn("to", **small),
-                            "from_model_key": st.column_config.TextColumn("from", **small),
-                            "actor": st.column_config.TextColumn("actor", **small),
-                            "actor_identity": st.column_config.TextColumn(
-                                "identity", help="the real identity: the signed-in user or the database login",
-                                **small),
-                            "reason": st.column_config.TextColumn("reason", width="medium"),
-                            "acknowledged_checks": st.column_config.TextColumn(
-                                "acknowledged", help="failed advisory checks acknowledged", **small),
-                            "artifact_sha256": st.column_config.TextColumn(
-                                "digest", help="artifact digest promoted (first 12 hex digits)", **small)})
+st.dataframe(
+    shown[
+        [
+            "promotion_id",
+            "promoted_at",
+            "to_model_key",
+            "from_model_key",
+            "actor",
+            "actor_identity",
+            "reason",
+            "acknowledged_checks",
+            "artifact_sha256",
+        ]
+    ],
+    hide_index=True,
+    column_config={
+        "promotion_id": st.column_config.NumberColumn("#", **small),
+        "promoted_at": st.column_config.DatetimeColumn("promoted at", width="medium"),
+        "to_model_key": st.column_config.TextColumn("to", **small),
+        "from_model_key": st.column_config.TextColumn("from", **small),
+        "actor": st.column_config.TextColumn("actor", **small),
+        "actor_identity": st.column_config.TextColumn(
+            "identity", help="the real identity: the signed-in user or the database login", **small
+        ),
+        "reason": st.column_config.TextColumn("reason", width="medium"),
+        "acknowledged_checks": st.column_config.TextColumn(
+            "acknowledged", help="failed advisory checks acknowledged", **small
+        ),
+        "artifact_sha256": st.column_config.TextColumn(
+            "digest", help="artifact digest promoted (first 12 hex digits)", **small
+        ),
+    },
+)
 
 
 def forget_rollback() -> None:

@@ -152,11 +152,14 @@ def login(engine):
     """Factory: ``login(group, *more)`` creates a LOGIN role in those groups and returns an engine connected as it."""
     owner = engine
     with owner.connect() as conn:
-        may_create = conn.execute(sa.text(
-            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")).scalar_one()
+        may_create = conn.execute(
+            sa.text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        ).scalar_one()
     if not may_create:
-        pytest.skip("the test database role has neither SUPERUSER nor CREATEROLE, so login roles cannot be created "
-                    "(WOE_TEST_DATABASE_URL points at a restricted role)")
+        pytest.skip(
+            "the test database role has neither SUPERUSER nor CREATEROLE, so login roles cannot be created "
+            "(WOE_TEST_DATABASE_URL points at a restricted role)"
+        )
     made: list[tuple[str, sa.Engine]] = []
 
     def make(group: str | None, *more: str) -> sa.Engine:
@@ -165,8 +168,9 @@ def login(engine):
         try:
             with owner.begin() as conn:
                 raw = conn.connection.driver_connection
-                raw.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name),
-                                                                               sql.Literal(password)))
+                raw.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password))
+                )
                 for g in (group, *more) if group else ():
                     raw.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(g), sql.Identifier(name)))
         except DBAPIError as exc:  # e.g. a CREATEROLE role without ADMIN OPTION on the group roles
@@ -182,7 +186,10 @@ def login(engine):
             raw = conn.connection.driver_connection
             # REVOKE rather than DROP OWNED BY: a CREATEROLE (non-superuser) owner may revoke what it
             # granted but not act as the login. The logins own nothing, so DROP ROLE then succeeds.
-            raw.execute(sql.SQL(
-                "REVOKE ALL ON ALL TABLES IN SCHEMA ml, audit FROM {0}; "
-                "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ml, audit FROM {0}; "
-                "REVOKE ALL ON SCHEMA ml, audit FROM {0}; DROP ROLE {0}").format(sql.Identifier(name)))
+            raw.execute(
+                sql.SQL(
+                    "REVOKE ALL ON ALL TABLES IN SCHEMA ml, audit FROM {0}; "
+                    "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ml, audit FROM {0}; "
+                    "REVOKE ALL ON SCHEMA ml, audit FROM {0}; DROP ROLE {0}"
+                ).format(sql.Identifier(name))
+            )

@@ -23,8 +23,13 @@ def _page(name: str, query: dict | None = None) -> AppTest:
 
 
 def _texts(at) -> list[str]:
-    return ([m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.success]
-            + [e.value for e in at.error] + [w.value for w in at.warning])
+    return (
+        [m.value for m in at.markdown]
+        + [c.value for c in at.caption]
+        + [s.value for s in at.success]
+        + [e.value for e in at.error]
+        + [w.value for w in at.warning]
+    )
 
 
 def test_an_actor_with_markdown_and_html_is_shown_literally(two_models):

@@ -12,28 +12,76 @@ from woe_core import bands, demo
 T = (-0.15, -0.05, 0.05, 0.15)
 
 DSOLD = [
-    (None, "dSold_missing"), (math.nan, "dSold_missing"), (-0.5, "dSold_under"),
-    (-0.15, "dSold_low"), (-0.1, "dSold_low"), (-0.05, "dSold_fair"), (0.0, "dSold_fair"),
-    (0.05, "dSold_high"), (0.149, "dSold_high"), (0.15, "dSold_over"), (3.0, "dSold_over"),
+    (None, "dSold_missing"),
+    (math.nan, "dSold_missing"),
+    (-0.5, "dSold_under"),
+    (-0.15, "dSold_low"),
+    (-0.1, "dSold_low"),
+    (-0.05, "dSold_fair"),
+    (0.0, "dSold_fair"),
+    (0.05, "dSold_high"),
+    (0.149, "dSold_high"),
+    (0.15, "dSold_over"),
+    (3.0, "dSold_over"),
 ]
-TRUST = [("HIGH", "HIGH"), ("MEDIUM", "MEDIUM"), ("LOW", "LOW"), ("NEW", "NEW"),
-         (None, "trust_missing"), ("high", "trust_missing"), ("PLATINUM", "trust_missing")]
+TRUST = [
+    ("HIGH", "HIGH"),
+    ("MEDIUM", "MEDIUM"),
+    ("LOW", "LOW"),
+    ("NEW", "NEW"),
+    (None, "trust_missing"),
+    ("high", "trust_missing"),
+    ("PLATINUM", "trust_missing"),
+]
 SHIP = [(True, "shipping_ok"), (False, "shipping_no"), (None, "ship_missing")]
 SALE = [(True, "sale_negotiable"), (False, "sale_fixed"), (None, "sale_missing")]
-COND = [("new", "cond_new"), ("like_new", "cond_like_new"), ("good", "cond_good"), ("fair", "cond_fair"),
-        ("for_parts", "cond_parts"), (None, "cond_missing"), ("mint", "cond_missing")]
-PROB = [(None, "missing"), (math.nan, "missing"), (0.0, "lo"), (0.1999, "lo"), (0.2, "mid"),
-        (0.4999, "mid"), (0.5, "hi"), (1.0, "hi")]
-BAT = [(None, "bat_missing"), (0, "bat_lt80"), (79, "bat_lt80"), (80, "bat_80_89"), (89, "bat_80_89"),
-       (90, "bat_90p"), (100, "bat_90p")]
-PRESENT = [(None, "present_missing"), (math.nan, "present_missing"), (0.0, "present_lo"),
-           (0.3999, "present_lo"), (0.4, "present_mid"), (0.6999, "present_mid"), (0.7, "present_hi"),
-           (1.0, "present_hi")]
+COND = [
+    ("new", "cond_new"),
+    ("like_new", "cond_like_new"),
+    ("good", "cond_good"),
+    ("fair", "cond_fair"),
+    ("for_parts", "cond_parts"),
+    (None, "cond_missing"),
+    ("mint", "cond_missing"),
+]
+PROB = [
+    (None, "missing"),
+    (math.nan, "missing"),
+    (0.0, "lo"),
+    (0.1999, "lo"),
+    (0.2, "mid"),
+    (0.4999, "mid"),
+    (0.5, "hi"),
+    (1.0, "hi"),
+]
+BAT = [
+    (None, "bat_missing"),
+    (0, "bat_lt80"),
+    (79, "bat_lt80"),
+    (80, "bat_80_89"),
+    (89, "bat_80_89"),
+    (90, "bat_90p"),
+    (100, "bat_90p"),
+]
+PRESENT = [
+    (None, "present_missing"),
+    (math.nan, "present_missing"),
+    (0.0, "present_lo"),
+    (0.3999, "present_lo"),
+    (0.4, "present_mid"),
+    (0.6999, "present_mid"),
+    (0.7, "present_hi"),
+    (1.0, "present_hi"),
+]
 ACC = [  # (has_image_row, has_box, has_charger)
-    ((False, None, None), "acc_missing"), ((False, True, True), "acc_missing"),
-    ((True, None, None), "acc_missing"), ((True, True, True), "acc_full"),
-    ((True, True, False), "acc_partial"), ((True, None, True), "acc_partial"),
-    ((True, False, False), "acc_none"), ((True, False, None), "acc_none"),
+    ((False, None, None), "acc_missing"),
+    ((False, True, True), "acc_missing"),
+    ((True, None, None), "acc_missing"),
+    ((True, True, True), "acc_full"),
+    ((True, True, False), "acc_partial"),
+    ((True, None, True), "acc_partial"),
+    ((True, False, False), "acc_none"),
+    ((True, False, None), "acc_none"),
 ]
 
 
@@ -73,44 +121,113 @@ def test_accessories(engine, flags, band):
 
 @pytest.mark.parametrize(
     ("n_photos", "quality", "lighting", "background", "expected"),
-    [(10, 1.0, 1.0, 1.0, 1.0), (3, 0.5, 0.2, 0.9, 0.4 * 0.5 + 0.3 * 0.2 + 0.2 * 0.9 + 0.1 * 3 / 10),
-     (25, 0.0, 0.0, 0.0, 0.1), (None, 0.5, 0.5, 0.5, None), (4, None, 0.5, 0.5, None)],
+    [
+        (10, 1.0, 1.0, 1.0, 1.0),
+        (3, 0.5, 0.2, 0.9, 0.4 * 0.5 + 0.3 * 0.2 + 0.2 * 0.9 + 0.1 * 3 / 10),
+        (25, 0.0, 0.0, 0.0, 0.1),
+        (None, 0.5, 0.5, 0.5, None),
+        (4, None, 0.5, 0.5, None),
+    ],
 )
 def test_presentation_score(engine, n_photos, quality, lighting, background, expected):
-    got = _one(engine, "SELECT ml.woe_presentation_score(CAST(:n AS smallint), :q, :l, :b)",
-               n=n_photos, q=quality, l=lighting, b=background)
+    got = _one(
+        engine,
+        "SELECT ml.woe_presentation_score(CAST(:n AS smallint), :q, :l, :b)",
+        n=n_photos,
+        q=quality,
+        l=lighting,
+        b=background,
+    )
     assert got == pytest.approx(expected) if expected is not None else got is None
 
 
 def test_bands_view_uses_the_same_functions_end_to_end(engine):
     """A row through ml.woe_anchor_bands_v1 (the function training and live scoring share)."""
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ml.socio_market_snapshots VALUES (1, 'iphone_13', '2026-05-01T12:00Z', -0.05, 'LOW', "
-            "true, false, 'for_parts', 0.2, 89, NULL, '2026-05-01T11:00Z'),"
-            "(2, 'iphone_12', '2026-05-02T12:00Z', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2026-05-02T11:00Z')"))
-        conn.execute(sa.text(
-            "INSERT INTO ml.iphone_image_features VALUES (1, '2026-05-01T12:00Z', 10, 1.0, 1.0, 1.0, 0.5, true, NULL)"))
-        rows = conn.execute(sa.text(
-            "SELECT * FROM ml.woe_anchor_bands_v1(-0.15, -0.05, 0.05, 0.15, 0.4, 0.7) ORDER BY listing_id")).mappings().all()
+        conn.execute(
+            sa.text(
+                "INSERT INTO ml.socio_market_snapshots VALUES (1, 'iphone_13', '2026-05-01T12:00Z', -0.05, 'LOW', "
+                "true, false, 'for_parts', 0.2, 89, NULL, '2026-05-01T11:00Z'),"
+                "(2, 'iphone_12', '2026-05-02T12:00Z', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2026-05-02T11:00Z')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO ml.iphone_image_features VALUES (1, '2026-05-01T12:00Z', 10, 1.0, 1.0, 1.0, 0.5, true, NULL)"
+            )
+        )
+        rows = (
+            conn.execute(
+                sa.text("SELECT * FROM ml.woe_anchor_bands_v1(-0.15, -0.05, 0.05, 0.15, 0.4, 0.7) ORDER BY listing_id")
+            )
+            .mappings()
+            .all()
+        )
     first, second = rows
-    assert [first[k] for k in ("dsold_band", "trust_tier", "ship_band", "sale_band", "cond_band", "dmg_ai_band",
-                               "bat_band", "presentation_band", "vdmg_band", "accessories_band")] == [
-        "dSold_fair", "LOW", "shipping_ok", "sale_fixed", "cond_parts", "dmg_ai_mid", "bat_80_89", "present_hi",
-        "vdmg_hi", "acc_partial"]
+    assert [
+        first[k]
+        for k in (
+            "dsold_band",
+            "trust_tier",
+            "ship_band",
+            "sale_band",
+            "cond_band",
+            "dmg_ai_band",
+            "bat_band",
+            "presentation_band",
+            "vdmg_band",
+            "accessories_band",
+        )
+    ] == [
+        "dSold_fair",
+        "LOW",
+        "shipping_ok",
+        "sale_fixed",
+        "cond_parts",
+        "dmg_ai_mid",
+        "bat_80_89",
+        "present_hi",
+        "vdmg_hi",
+        "acc_partial",
+    ]
     assert first["presentation_score"] == pytest.approx(1.0)
-    assert [second[k] for k in ("dsold_band", "trust_tier", "ship_band", "sale_band", "cond_band", "dmg_ai_band",
-                                "bat_band", "presentation_band", "vdmg_band", "accessories_band")] == [
-        "dSold_missing", "trust_missing", "ship_missing", "sale_missing", "cond_missing", "dmg_ai_missing",
-        "bat_missing", "present_missing", "vdmg_missing", "acc_missing"]
+    assert [
+        second[k]
+        for k in (
+            "dsold_band",
+            "trust_tier",
+            "ship_band",
+            "sale_band",
+            "cond_band",
+            "dmg_ai_band",
+            "bat_band",
+            "presentation_band",
+            "vdmg_band",
+            "accessories_band",
+        )
+    ] == [
+        "dSold_missing",
+        "trust_missing",
+        "ship_missing",
+        "sale_missing",
+        "cond_missing",
+        "dmg_ai_missing",
+        "bat_missing",
+        "present_missing",
+        "vdmg_missing",
+        "acc_missing",
+    ]
     assert second["presentation_score"] is None
 
 
 def test_fold_function_matches_the_reference_and_keeps_listings_together(engine):
     ids = [1, 2, 3, 12345, 2147483646, 2147483647, 2147483648, 9_000_000_000_001]
     with engine.connect() as conn:
-        got = conn.execute(sa.text("SELECT ml.woe_fold(x, 5) FROM unnest(CAST(:ids AS bigint[])) AS x"),
-                           {"ids": ids}).scalars().all()
+        got = (
+            conn.execute(sa.text("SELECT ml.woe_fold(x, 5) FROM unnest(CAST(:ids AS bigint[])) AS x"), {"ids": ids})
+            .scalars()
+            .all()
+        )
     assert got == [fold_of(i, 5) for i in ids]
     assert all(0 <= f < 5 for f in got)
 
@@ -120,16 +237,24 @@ def test_fold_function_matches_the_reference_and_keeps_listings_together(engine)
 
 def _schema(engine) -> list[tuple[str, str, str, int]]:
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.text(
-            "SELECT band_name, band_column, band_value, slot FROM ml.woe_anchor_band_values_v1 "
-            "WHERE band_schema_version = :v ORDER BY slot"), {"v": bands.BAND_SCHEMA_VERSION})]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT band_name, band_column, band_value, slot FROM ml.woe_anchor_band_values_v1 "
+                    "WHERE band_schema_version = :v ORDER BY slot"
+                ),
+                {"v": bands.BAND_SCHEMA_VERSION},
+            )
+        ]
 
 
 def test_python_band_schema_matches_the_database(engine):
     schema = _schema(engine)
     assert [(b, c) for b, c, _ in bands.BANDS] == list(dict.fromkeys((b, c) for b, c, _, _ in schema))
     assert {b: list(v) for b, v in bands.BAND_VALUES.items()} == {
-        b: [v for name, _, v, _ in schema if name == b] for b in bands.BAND_NAMES}
+        b: [v for name, _, v, _ in schema if name == b] for b in bands.BAND_NAMES
+    }
     assert [s for *_, s in schema] == list(range(1, len(schema) + 1))
 
 
@@ -137,16 +262,20 @@ def test_every_slot_function_returns_the_tables_slot(engine):
     """The slot functions carry offsets of their own; a drifted one would score a row with another band's WOE."""
     with engine.connect() as conn:
         for band, _, value, slot in _schema(engine):
-            got = conn.execute(sa.text(f"SELECT ml.woe_slot_{band}(:v), ml.woe_slot_{band}('no such value')"),
-                               {"v": value}).one()
+            got = conn.execute(
+                sa.text(f"SELECT ml.woe_slot_{band}(:v), ml.woe_slot_{band}('no such value')"), {"v": value}
+            ).one()
             assert tuple(got) == (slot, None), (band, value)
 
 
 def test_the_map_tables_band_name_check_lists_the_schemas_bands(engine):
     with engine.connect() as conn:
-        check = conn.execute(sa.text(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'ml.woe_anchor_map_v1'::regclass "
-            "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%band_name%'")).scalar_one()
+        check = conn.execute(
+            sa.text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'ml.woe_anchor_map_v1'::regclass "
+                "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%band_name%'"
+            )
+        ).scalar_one()
     listed = re.findall(r"'([a-z]+)'::text", check)
     assert sorted(listed) == sorted(bands.BAND_NAMES)
 

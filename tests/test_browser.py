@@ -23,8 +23,15 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 
 def _free_port() -> int:
@@ -41,9 +48,24 @@ def _serve(env_extra: dict | None = None, drop: tuple[str, ...] = ()):
     SHOTS.mkdir(parents=True, exist_ok=True)
     log = open(SHOTS.parent / f"streamlit-{port}.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -149,8 +171,14 @@ def test_look_up_a_listing_and_see_its_score(page, app_url, two_models):
 
 
 def test_every_page_renders_without_an_exception(page, app_url):
-    titles = {"": "WOE anchor model", "train": "Train a candidate", "compare": "Compare models",
-              "promote": "Promote a model", "certification": "Data certification", "lookup": "Score lookup"}
+    titles = {
+        "": "WOE anchor model",
+        "train": "Train a candidate",
+        "compare": "Compare models",
+        "promote": "Promote a model",
+        "certification": "Data certification",
+        "lookup": "Score lookup",
+    }
     for path, title in titles.items():
         _open(page, f"{app_url}/{path}")
         page.get_by_role("heading", name=title).first.wait_for()
@@ -173,8 +201,12 @@ def three_models(two_models):
 def test_lookup_keeps_five_ids_in_a_row_and_the_url_follows(page, app_url, two_models):
     engine, first, second = two_models
     with engine.connect() as conn:
-        ids = [int(x) for x in conn.execute(sa.text(
-            "SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY 1 LIMIT 6")).scalars()]
+        ids = [
+            int(x)
+            for x in conn.execute(
+                sa.text("SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY 1 LIMIT 6")
+            ).scalars()
+        ]
     _open(page, f"{app_url}/lookup")
     box = page.get_by_label("Listing id")
     for listing in ids:
@@ -241,8 +273,14 @@ def test_compare_multiselect_keeps_five_changes_in_a_row(page, app_url, three_mo
         _settle(page)
 
     expected = [first, second]
-    for action, key in (("remove", second), ("add", third), ("add", second), ("remove", third),
-                        ("remove", second), ("add", second)):
+    for action, key in (
+        ("remove", second),
+        ("add", third),
+        ("add", second),
+        ("remove", third),
+        ("remove", second),
+        ("add", second),
+    ):
         (remove if action == "remove" else add)(key)
         expected = [k for k in expected if k != key] if action == "remove" else expected + [key]
         assert chips() == expected, (action, key)
@@ -278,6 +316,7 @@ def test_train_refuses_a_cutoff_it_cannot_use_and_names_what_it_used(page, app_u
     engine, first, second = two_models
     before = set(registry.list_models(engine)["model_key"])
     _open(page, f"{app_url}/train")
+
     def type_date(year: str, month: str, day: str) -> None:
         for part, value in (("year", year), ("month", month), ("day", day)):
             page.get_by_role("spinbutton", name=f"{part}, Cutoff (train_cutoff_ts, 00:00 UTC)").click()

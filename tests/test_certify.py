@@ -18,9 +18,16 @@ def _sha(engine, tz="UTC"):
 
 def _recorded(engine):
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT passed, row_count, dataset_sha256, checks, certified_by FROM audit.dataset_certifications "
-            "ORDER BY certification_id")).mappings().all()
+        return (
+            conn.execute(
+                sa.text(
+                    "SELECT passed, row_count, dataset_sha256, checks, certified_by FROM audit.dataset_certifications "
+                    "ORDER BY certification_id"
+                )
+            )
+            .mappings()
+            .all()
+        )
 
 
 def test_passing_certification_is_recorded_with_counts_hash_and_checks(demo_engine):
@@ -31,8 +38,13 @@ def test_passing_certification_is_recorded_with_counts_hash_and_checks(demo_engi
     assert result.dataset_sha256 == _sha(demo_engine)
     (recorded,) = _recorded(demo_engine)
     assert recorded["passed"] and recorded["row_count"] == rows and recorded["certified_by"] == "alice"
-    assert {c["name"] for c in recorded["checks"]} >= {"t0_safe", "unique_snapshot_key", "non_null_keys",
-                                                      "non_empty", "contract"}
+    assert {c["name"] for c in recorded["checks"]} >= {
+        "t0_safe",
+        "unique_snapshot_key",
+        "non_null_keys",
+        "non_empty",
+        "contract",
+    }
     assert all(c["passed"] for c in recorded["checks"])
     assert certify.status(demo_engine).fresh
 
@@ -47,46 +59,70 @@ def test_hash_is_stable_and_independent_of_session_settings(demo_engine):
 def test_hash_changes_when_one_value_of_one_row_changes(demo_engine):
     before = _sha(demo_engine)
     with demo_engine.begin() as conn:
-        lid, t0, bat = conn.execute(sa.text(
-            "SELECT listing_id, t0, battery_health_pct FROM ml.socio_market_snapshots "
-            "WHERE battery_health_pct IS NOT NULL ORDER BY listing_id, t0 LIMIT 1")).one()
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET battery_health_pct = :b "
-                             "WHERE listing_id = :l AND t0 = :t"), {"b": 100 - bat if bat != 50 else 51, "l": lid, "t": t0})
+        lid, t0, bat = conn.execute(
+            sa.text(
+                "SELECT listing_id, t0, battery_health_pct FROM ml.socio_market_snapshots "
+                "WHERE battery_health_pct IS NOT NULL ORDER BY listing_id, t0 LIMIT 1"
+            )
+        ).one()
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET battery_health_pct = :b WHERE listing_id = :l AND t0 = :t"),
+            {"b": 100 - bat if bat != 50 else 51, "l": lid, "t": t0},
+        )
     changed = _sha(demo_engine)
     assert changed != before
     with demo_engine.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET battery_health_pct = :b "
-                             "WHERE listing_id = :l AND t0 = :t"), {"b": bat, "l": lid, "t": t0})
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET battery_health_pct = :b WHERE listing_id = :l AND t0 = :t"),
+            {"b": bat, "l": lid, "t": t0},
+        )
     assert _sha(demo_engine) == before
 
 
 def _first_row(conn):
-    return conn.execute(sa.text(
-        "SELECT listing_id, t0 FROM ml.socio_market_snapshots ORDER BY listing_id, t0 LIMIT 1")).one()
+    return conn.execute(
+        sa.text("SELECT listing_id, t0 FROM ml.socio_market_snapshots ORDER BY listing_id, t0 LIMIT 1")
+    ).one()
 
 
 def _leak(conn):
     lid, t0 = _first_row(conn)
-    conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 hour' "
-                         "WHERE listing_id = :l AND t0 = :t"), {"l": lid, "t": t0})
+    conn.execute(
+        sa.text(
+            "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 hour' "
+            "WHERE listing_id = :l AND t0 = :t"
+        ),
+        {"l": lid, "t": t0},
+    )
 
 
 def _duplicate(conn):
     lid, t0 = _first_row(conn)
-    conn.execute(sa.text("INSERT INTO ml.socio_market_snapshots SELECT * FROM ml.socio_market_snapshots "
-                         "WHERE listing_id = :l AND t0 = :t"), {"l": lid, "t": t0})
+    conn.execute(
+        sa.text(
+            "INSERT INTO ml.socio_market_snapshots SELECT * FROM ml.socio_market_snapshots "
+            "WHERE listing_id = :l AND t0 = :t"
+        ),
+        {"l": lid, "t": t0},
+    )
 
 
 def _bad_battery(conn):
-    conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET battery_health_pct = 140 "
-                         "WHERE listing_id IN (SELECT listing_id FROM ml.socio_market_snapshots "
-                         "ORDER BY listing_id LIMIT 2)"))
+    conn.execute(
+        sa.text(
+            "UPDATE ml.socio_market_snapshots SET battery_health_pct = 140 "
+            "WHERE listing_id IN (SELECT listing_id FROM ml.socio_market_snapshots "
+            "ORDER BY listing_id LIMIT 2)"
+        )
+    )
 
 
 def _null_key(conn):
     lid, t0 = _first_row(conn)
-    conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET generation = NULL "
-                         "WHERE listing_id = :l AND t0 = :t"), {"l": lid, "t": t0})
+    conn.execute(
+        sa.text("UPDATE ml.socio_market_snapshots SET generation = NULL WHERE listing_id = :l AND t0 = :t"),
+        {"l": lid, "t": t0},
+    )
 
 
 def _empty(conn):
@@ -96,8 +132,13 @@ def _empty(conn):
 
 @pytest.mark.parametrize(
     ("damage", "check", "min_violations"),
-    [(_leak, "t0_safe", 1), (_duplicate, "unique_snapshot_key", 1),
-     (_bad_battery, "range_battery_health_pct", 2), (_null_key, "non_null_keys", 1), (_empty, "non_empty", 1)],
+    [
+        (_leak, "t0_safe", 1),
+        (_duplicate, "unique_snapshot_key", 1),
+        (_bad_battery, "range_battery_health_pct", 2),
+        (_null_key, "non_null_keys", 1),
+        (_empty, "non_empty", 1),
+    ],
 )
 def test_bad_data_is_recorded_as_a_failed_certification_naming_the_check(demo_engine, damage, check, min_violations):
     with demo_engine.begin() as conn:
@@ -115,21 +156,29 @@ def test_bad_data_is_recorded_as_a_failed_certification_naming_the_check(demo_en
 
 def test_t0_leak_counts_exactly_the_leaking_rows(demo_engine):
     with demo_engine.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 second' "
-                             "WHERE listing_id IN (SELECT DISTINCT listing_id FROM ml.socio_market_snapshots "
-                             "ORDER BY listing_id LIMIT 3)"))
-        expected = conn.execute(sa.text("SELECT count(*) FROM ml.socio_market_snapshots "
-                                        "WHERE feature_asof_ts > t0")).scalar_one()
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 second' "
+                "WHERE listing_id IN (SELECT DISTINCT listing_id FROM ml.socio_market_snapshots "
+                "ORDER BY listing_id LIMIT 3)"
+            )
+        )
+        expected = conn.execute(
+            sa.text("SELECT count(*) FROM ml.socio_market_snapshots WHERE feature_asof_ts > t0")
+        ).scalar_one()
     result = certify.certify(demo_engine, "bob")
     assert {c.name: c.violations for c in result.failed_checks} == {"t0_safe": expected}
 
 
 def _break_contract(conn):
     conn.execute(sa.text("DROP VIEW ml.socio_market_feature_store_train_v CASCADE"))
-    conn.execute(sa.text(
-        "CREATE VIEW ml.socio_market_feature_store_train_v AS SELECT listing_id, generation, t0, "
-        "delta_vs_sold_median_30d, seller_trust_tier, ships::text AS ships, negotiable, item_condition, "
-        "dmg_ai_prob, battery_health_pct, feature_asof_ts FROM ml.socio_market_snapshots"))
+    conn.execute(
+        sa.text(
+            "CREATE VIEW ml.socio_market_feature_store_train_v AS SELECT listing_id, generation, t0, "
+            "delta_vs_sold_median_30d, seller_trust_tier, ships::text AS ships, negotiable, item_condition, "
+            "dmg_ai_prob, battery_health_pct, feature_asof_ts FROM ml.socio_market_snapshots"
+        )
+    )
 
 
 def test_contract_check_names_every_missing_column_and_wrong_type(demo_engine):
@@ -138,10 +187,12 @@ def test_contract_check_names_every_missing_column_and_wrong_type(demo_engine):
         _break_contract(conn)
     with pytest.raises(ContractError) as info:
         check_contract(demo_engine)
-    assert sorted(info.value.problems) == sorted([
-        "ml.socio_market_feature_store_train_v is missing column 'sold_at' (expected timestamp with time zone)",
-        "ml.socio_market_feature_store_train_v.ships has type 'text', expected 'boolean'",
-    ])
+    assert sorted(info.value.problems) == sorted(
+        [
+            "ml.socio_market_feature_store_train_v is missing column 'sold_at' (expected timestamp with time zone)",
+            "ml.socio_market_feature_store_train_v.ships has type 'text', expected 'boolean'",
+        ]
+    )
     result = certify.certify(demo_engine, "carol")
     assert not result.passed and [c.name for c in result.failed_checks] == ["contract"]
     assert "sold_at" in result.summary()
@@ -156,9 +207,11 @@ def test_missing_store_is_named(demo_engine):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"actor": ""}, "actor must be a non-empty name, got ''"),
-     ({"actor": None}, "actor must be a non-empty name, got None"),
-     ({"actor": "x", "dataset": "ml.nope"}, "unknown dataset 'ml.nope'")],
+    [
+        ({"actor": ""}, "actor must be a non-empty name, got ''"),
+        ({"actor": None}, "actor must be a non-empty name, got None"),
+        ({"actor": "x", "dataset": "ml.nope"}, "unknown dataset 'ml.nope'"),
+    ],
 )
 def test_bad_certify_arguments_change_nothing(demo_engine, kwargs, message):
     with pytest.raises(InvalidParameter, match=message):
@@ -167,8 +220,10 @@ def test_bad_certify_arguments_change_nothing(demo_engine, kwargs, message):
 
 
 def test_certifications_are_append_only(certified_engine):
-    for statement in ("UPDATE audit.dataset_certifications SET passed = NOT passed",
-                      "DELETE FROM audit.dataset_certifications"):
+    for statement in (
+        "UPDATE audit.dataset_certifications SET passed = NOT passed",
+        "DELETE FROM audit.dataset_certifications",
+    ):
         with pytest.raises(DBAPIError, match="append-only"), certified_engine.begin() as conn:
             conn.execute(sa.text(statement))
     assert len(_recorded(certified_engine)) == 1
@@ -180,11 +235,14 @@ def test_certification_waits_for_a_write_in_flight_and_certifies_what_it_committ
 
     writer = demo_engine.connect()
     writer.begin()
-    writer.execute(sa.text(
-        "INSERT INTO ml.socio_market_snapshots SELECT listing_id, generation, t0 + interval '1 minute', "
-        "delta_vs_sold_median_30d, seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, "
-        "battery_health_pct, sold_at, t0 + interval '2 minutes' FROM ml.socio_market_snapshots "
-        "ORDER BY listing_id, t0 LIMIT 1"))  # feature_asof_ts after t0: a T0 leak
+    writer.execute(
+        sa.text(
+            "INSERT INTO ml.socio_market_snapshots SELECT listing_id, generation, t0 + interval '1 minute', "
+            "delta_vs_sold_median_30d, seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, "
+            "battery_health_pct, sold_at, t0 + interval '2 minutes' FROM ml.socio_market_snapshots "
+            "ORDER BY listing_id, t0 LIMIT 1"
+        )
+    )  # feature_asof_ts after t0: a T0 leak
     results = []
     worker = threading.Thread(target=lambda: results.append(certify.certify(demo_engine, "racer")))
     worker.start()

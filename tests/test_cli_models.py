@@ -10,8 +10,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cli(url, *args):
-    return subprocess.run([sys.executable, "-m", "woe_core", "--database-url", url, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "woe_core", "--database-url", url, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_train_promote_history_rollback_delete(certified_engine):

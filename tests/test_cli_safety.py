@@ -33,15 +33,18 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://h.invalid/db?password=s3cr3t-in-query",
-    "postgresql://h.invalid/db?sslpassword=s3cr3t-in-query&sslmode=require",
-    "postgresql://user:s3cr3t-in-query@h.invalid:5432/db",
-    "postgresql://user:s3cr3t-in-query@localhost:abc/db",
-    "postgresql://user:s3cr3t-in-query@localhost:99999/db",
-    "mysql://user:s3cr3t-in-query@h.invalid/db",
-    "user:s3cr3t-in-query@h.invalid/db",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://h.invalid/db?password=s3cr3t-in-query",
+        "postgresql://h.invalid/db?sslpassword=s3cr3t-in-query&sslmode=require",
+        "postgresql://user:s3cr3t-in-query@h.invalid:5432/db",
+        "postgresql://user:s3cr3t-in-query@localhost:abc/db",
+        "postgresql://user:s3cr3t-in-query@localhost:99999/db",
+        "mysql://user:s3cr3t-in-query@h.invalid/db",
+        "user:s3cr3t-in-query@h.invalid/db",
+    ],
+)
 def test_no_secret_of_any_part_of_the_url_is_printed(capsys, url):
     code, out, err = _run(capsys, "--database-url", url, "status")
     assert code == 1 and out == ""
@@ -52,12 +55,15 @@ def test_no_secret_of_any_part_of_the_url_is_printed(capsys, url):
 def test_a_non_numeric_port_is_named_without_a_traceback(capsys):
     code, _, err = _run(capsys, "--database-url", "postgresql://u:p@localhost:abc/db", "status")
     assert code == 1
-    assert _one_error_line(err) == ("error: the port of database URL 'postgresql://...' must be a number "
-                                    "from 1 to 65535, got 'abc'")
+    assert _one_error_line(err) == (
+        "error: the port of database URL 'postgresql://...' must be a number from 1 to 65535, got 'abc'"
+    )
 
 
 def test_mask_url_hides_query_secrets_and_keeps_the_rest():
-    masked = db.mask_url("postgresql://u:pw1@h:5432/db?password=pw2&sslpassword=pw3&passfile=/etc/pgpass&sslmode=require")
+    masked = db.mask_url(
+        "postgresql://u:pw1@h:5432/db?password=pw2&sslpassword=pw3&passfile=/etc/pgpass&sslmode=require"
+    )
     assert "pw1" not in masked and "pw2" not in masked and "pw3" not in masked
     assert "u:***@h:5432/db" in masked and "sslmode=require" in masked and "passfile=" in masked
 
@@ -109,8 +115,14 @@ def test_a_closed_pipe_ends_quietly(certified_engine):
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader went away before the first line, as `| head -0` does
     try:
-        proc = subprocess.run([sys.executable, "-m", "woe_core", "--database-url", _url(certified_engine), "status"],
-                              cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "woe_core", "--database-url", _url(certified_engine), "status"],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert proc.returncode == 141 and proc.stderr == ""
@@ -123,10 +135,18 @@ def test_status_shows_the_certification_age_in_human_units(capsys, certified_eng
     assert line.startswith("certification: fresh (#") and line.endswith(" s)") and ":00." not in line
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0.25, "0.2 s"), (9.5, "9.5 s"), (42, "42 s"), (418.88, "6 min 58 s"), (3720, "1 h 02 min"),
-    (86400 * 2 + 3 * 3600 + 59, "2 d 3 h"), (-90, "-1 min 30 s"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.25, "0.2 s"),
+        (9.5, "9.5 s"),
+        (42, "42 s"),
+        (418.88, "6 min 58 s"),
+        (3720, "1 h 02 min"),
+        (86400 * 2 + 3 * 3600 + 59, "2 d 3 h"),
+        (-90, "-1 min 30 s"),
+    ],
+)
 def test_human_duration(seconds, text):
     assert human_duration(seconds) == text
     assert human_duration(timedelta(seconds=seconds)) == text
@@ -136,7 +156,8 @@ def test_terminal_and_markdown_text():
     assert terminal_text("Zoë 名前 ✓") == "Zoë 名前 ✓"
     assert terminal_text("a\x1b[2Jb\nc\x7f\x9b\u200b") == "a\\x1b[2Jb\\nc\\x7f\\x9b\\u200b"
     assert markdown_text("**bold** [x](http://evil) <b>h</b> `c` :red[x] $x$ ![i](u) ~~s~~") == (
-        "\\*\\*bold\\*\\* \\[x\\](http://evil) \\<b\\>h\\</b\\> \\`c\\` \\:red\\[x\\] \\$x\\$ !\\[i\\](u) \\~\\~s\\~\\~")
+        "\\*\\*bold\\*\\* \\[x\\](http://evil) \\<b\\>h\\</b\\> \\`c\\` \\:red\\[x\\] \\$x\\$ !\\[i\\](u) \\~\\~s\\~\\~"
+    )
     assert markdown_text("model_key _x_ a: b") == "model_key \\_x\\_ a: b"
     assert markdown_text("# h") == "\\# h" and markdown_text("12) x") == "12\\) x" and markdown_text("- a") == "\\- a"
     assert markdown_text("a\nb") == "a\\\\nb"
@@ -145,7 +166,8 @@ def test_terminal_and_markdown_text():
 def test_a_plain_cli_call_prints_no_warning(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "WOE_DATABASE_URL")}
     env["WOE_DATA_DIR"] = str(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "woe_core", "init-db"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "woe_core", "init-db"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and "Warning" not in proc.stdout

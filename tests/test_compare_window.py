@@ -17,9 +17,17 @@ from woe_core.metrics import P_CLIP
 
 def _reference(engine, keys, start, end, asof) -> pd.DataFrame:
     with engine.connect() as conn:
-        rows = pd.DataFrame(conn.execute(sa.text(
-            "SELECT model_key, listing_id, t0, sold_at, woe_anchor_p_slow21 AS p "
-            "FROM ml.woe_anchor_scores_by_model_train_v WHERE model_key = ANY(:k)"), {"k": keys}).mappings().all())
+        rows = pd.DataFrame(
+            conn.execute(
+                sa.text(
+                    "SELECT model_key, listing_id, t0, sold_at, woe_anchor_p_slow21 AS p "
+                    "FROM ml.woe_anchor_scores_by_model_train_v WHERE model_key = ANY(:k)"
+                ),
+                {"k": keys},
+            )
+            .mappings()
+            .all()
+        )
     rows = rows[(rows["t0"] >= start) & (rows["t0"] < end)].copy()
     due = rows["t0"] + timedelta(days=21)
     sold = rows["sold_at"]
@@ -71,10 +79,8 @@ def test_common_window_matches_a_reference_from_the_rows(two_models, window):
         parts = np.array_split(np.arange(len(order)), 10)
         cal = result.calibration[result.calibration["model_key"] == key].sort_values("decile")
         assert_allclose(cal["n"].to_numpy(), [len(i) for i in parts])
-        assert_allclose(cal["mean_predicted"].to_numpy(), [order["p"].to_numpy()[i].mean() for i in parts],
-                        rtol=1e-10)
-        assert_allclose(cal["observed_rate"].to_numpy(), [order["y"].to_numpy()[i].mean() for i in parts],
-                        rtol=1e-10)
+        assert_allclose(cal["mean_predicted"].to_numpy(), [order["p"].to_numpy()[i].mean() for i in parts], rtol=1e-10)
+        assert_allclose(cal["observed_rate"].to_numpy(), [order["y"].to_numpy()[i].mean() for i in parts], rtol=1e-10)
         hist = result.histogram[result.histogram["model_key"] == key]
         bins = np.minimum(np.floor(p * compare.HISTOGRAM_BINS).astype(int) + 1, compare.HISTOGRAM_BINS)
         expected = pd.Series(bins).value_counts().sort_index()

@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     ("url", "driver"),
-    [("postgresql://u:p@h:5433/d", "postgresql+psycopg"), ("postgres://u@h/d", "postgresql+psycopg"),
-     ("postgresql+psycopg://u@h/d", "postgresql+psycopg")],
+    [
+        ("postgresql://u:p@h:5433/d", "postgresql+psycopg"),
+        ("postgres://u@h/d", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@h/d", "postgresql+psycopg"),
+    ],
 )
 def test_accepted_urls_use_psycopg(url, driver):
     assert db.normalize_url(url).drivername == driver
@@ -23,11 +26,13 @@ def test_accepted_urls_use_psycopg(url, driver):
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("mysql://u:secret@h/d", "unsupported database URL scheme 'mysql'"),
-     ("postgresql+asyncpg://u@h/d", "unsupported database URL scheme 'postgresql+asyncpg'"),
-     ("sqlite:///x.db", "unsupported database URL scheme 'sqlite'"),
-     ("localhost:5432", "unsupported database URL scheme ''"),
-     ("", "database URL must be a non-empty string, got ''")],
+    [
+        ("mysql://u:secret@h/d", "unsupported database URL scheme 'mysql'"),
+        ("postgresql+asyncpg://u@h/d", "unsupported database URL scheme 'postgresql+asyncpg'"),
+        ("sqlite:///x.db", "unsupported database URL scheme 'sqlite'"),
+        ("localhost:5432", "unsupported database URL scheme ''"),
+        ("", "database URL must be a non-empty string, got ''"),
+    ],
 )
 def test_bad_urls_are_refused_without_leaking_passwords(url, message):
     with pytest.raises(DatabaseConfigError, match=re.escape(message)) as info:
@@ -36,7 +41,9 @@ def test_bad_urls_are_refused_without_leaking_passwords(url, message):
 
 
 def test_unreachable_server_is_named():
-    with pytest.raises(DatabaseUnavailable, match=r"cannot connect to PostgreSQL at 'postgresql\+psycopg://u:\*\*\*@127.0.0.1:1/d'"):
+    with pytest.raises(
+        DatabaseUnavailable, match=r"cannot connect to PostgreSQL at 'postgresql\+psycopg://u:\*\*\*@127.0.0.1:1/d'"
+    ):
         db.get_engine("postgresql://u:hunter2@127.0.0.1:1/d")
 
 
@@ -51,8 +58,9 @@ def test_describe_reports_kind_and_version_and_masks_passwords(engine):
     assert db.mask_url("postgresql://u:hunter2@h:5/d") == "postgresql://u:***@h:5/d"
 
 
-@pytest.mark.parametrize(("n", "message"), [(0, "got 0"), (-3, "got -3"), (2.5, "got 2.5"), (True, "got True"),
-                                            ("10", "got '10'")])
+@pytest.mark.parametrize(
+    ("n", "message"), [(0, "got 0"), (-3, "got -3"), (2.5, "got 2.5"), (True, "got True"), ("10", "got '10'")]
+)
 def test_demo_size_must_be_positive(engine, n, message):
     with pytest.raises(InvalidParameter, match=f"n_listings must be a positive integer, {message}"):
         demo.load_demo(engine, n)
@@ -76,7 +84,9 @@ def test_demo_load_replaces_previous_data(engine):
     first = demo.load_demo(engine, 50, seed=1)
     second = demo.load_demo(engine, 70, seed=2)
     with engine.connect() as conn:
-        listings = conn.execute(sa.text("SELECT count(DISTINCT listing_id) FROM ml.socio_market_snapshots")).scalar_one()
+        listings = conn.execute(
+            sa.text("SELECT count(DISTINCT listing_id) FROM ml.socio_market_snapshots")
+        ).scalar_one()
         rows = conn.execute(sa.text("SELECT count(*) FROM ml.socio_market_snapshots")).scalar_one()
     assert listings == 70 and rows == second["socio_rows"] and first["socio_rows"] > 0
 
@@ -96,14 +106,19 @@ def test_cli_init_certify_status_and_score(engine):
     out = _cli("status", url=url)
     assert "certification: fresh" in out.stdout and "active model: none" in out.stdout
     out = _cli("score", "1", url=url)
-    assert out.returncode == 1 and out.stderr.strip() == "error: no model is active: train a candidate and promote it first"
+    assert (
+        out.returncode == 1
+        and out.stderr.strip() == "error: no model is active: train a candidate and promote it first"
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["demo", "--listings", "0"], "error: n_listings must be a positive integer, got 0"),
-     (["certify", "--dataset", "ml.other"], "error: unknown dataset 'ml.other'"),
-     (["certify", "--actor", " "], "error: actor must be a non-empty name")],
+    [
+        (["demo", "--listings", "0"], "error: n_listings must be a positive integer, got 0"),
+        (["certify", "--dataset", "ml.other"], "error: unknown dataset 'ml.other'"),
+        (["certify", "--actor", " "], "error: actor must be a non-empty name"),
+    ],
 )
 def test_cli_bad_input_is_one_line_and_exit_1(engine, args, message):
     out = _cli(*args, url=engine.url.render_as_string(hide_password=False))
@@ -117,8 +132,12 @@ def test_cli_unknown_scheme_is_reported():
 
 def test_cli_failed_certification_exits_1(demo_engine):
     with demo_engine.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 day' "
-                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 day' "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
     out = _cli("certify", url=demo_engine.url.render_as_string(hide_password=False))
     assert out.returncode == 1 and "FAILED: t0_safe" in out.stdout
 

@@ -39,8 +39,12 @@ def test_no_certification_is_refused(with_model):
 
 def test_failed_certification_is_refused_naming_the_failed_check(with_model):
     with with_model.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 minute' "
-                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 minute' "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
     assert not certify.certify(with_model, "t").passed
     message = _refusal(with_model)
     assert "failed checks: t0_safe" in message
@@ -58,8 +62,12 @@ def test_data_changed_after_certification_is_refused(with_model):
     certify.certify(with_model, "t")
     assert _guarded_count(with_model) > 0
     with with_model.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships "
-                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
     assert "data or definition changed at" in _refusal(with_model)
     certify.certify(with_model, "t")
     assert _guarded_count(with_model) > 0
@@ -82,8 +90,11 @@ def test_guard_is_a_one_time_filter_not_a_per_row_call(with_model):
     with with_model.connect() as conn:
         plan = "\n".join(conn.execute(sa.text("EXPLAIN " + GUARDED)).scalars())
         assert "One-Time Filter: audit.require_certified_strict" in plan
-        plan = "\n".join(conn.execute(sa.text("EXPLAIN SELECT * FROM ml.woe_anchor_scores_live_train_v "
-                                              "WHERE listing_id = 1")).scalars())
+        plan = "\n".join(
+            conn.execute(
+                sa.text("EXPLAIN SELECT * FROM ml.woe_anchor_scores_live_train_v WHERE listing_id = 1")
+            ).scalars()
+        )
         assert "One-Time Filter: audit.require_certified_strict" in plan
 
 
@@ -95,5 +106,6 @@ def test_lookup_translates_the_refusal(with_model):
 @pytest.mark.parametrize(("dataset", "max_age"), [(None, "24 hours"), (DATASET, "0 seconds"), (DATASET, "-1 hour")])
 def test_guard_rejects_meaningless_arguments(engine, dataset, max_age):
     with pytest.raises(DBAPIError, match="max_age must be a positive interval"), engine.connect() as conn:
-        conn.execute(sa.text("SELECT audit.require_certified_strict(:d, CAST(:a AS interval))"),
-                     {"d": dataset, "a": max_age})
+        conn.execute(
+            sa.text("SELECT audit.require_certified_strict(:d, CAST(:a AS interval))"), {"d": dataset, "a": max_age}
+        )

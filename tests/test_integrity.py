@@ -41,21 +41,36 @@ def state(engine) -> dict:
     """What must not change when an attack is refused."""
     with engine.connect() as conn:
         return {
-            "active": conn.execute(sa.text(
-                "SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active")).scalar_one_or_none(),
-            "digests": dict(conn.execute(sa.text(
-                "SELECT model_key, ml.woe_anchor_artifact_digest_v1(model_key) FROM ml.woe_anchor_model_registry_v1"
-            )).all()),
-            "live": tuple(conn.execute(sa.text(
-                "SELECT count(*), round(sum(woe_anchor_p_slow21)::numeric, 9) FROM ml.woe_anchor_scores_live_v1")).one()),
-            "certifications": conn.execute(sa.text(
-                "SELECT certification_id, certified_at, passed, dataset_sha256 FROM audit.dataset_certifications "
-                "ORDER BY certification_id")).all(),
+            "active": conn.execute(
+                sa.text("SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active")
+            ).scalar_one_or_none(),
+            "digests": dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT model_key, ml.woe_anchor_artifact_digest_v1(model_key) FROM ml.woe_anchor_model_registry_v1"
+                    )
+                ).all()
+            ),
+            "live": tuple(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*), round(sum(woe_anchor_p_slow21)::numeric, 9) FROM ml.woe_anchor_scores_live_v1"
+                    )
+                ).one()
+            ),
+            "certifications": conn.execute(
+                sa.text(
+                    "SELECT certification_id, certified_at, passed, dataset_sha256 FROM audit.dataset_certifications "
+                    "ORDER BY certification_id"
+                )
+            ).all(),
             "promotions": conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_promotions_v1")).scalar_one(),
         }
 
 
-def refused(engine, statement: str, params: dict | None = None, *, sqlstate: str = DENIED, match: str | None = None) -> str:
+def refused(
+    engine, statement: str, params: dict | None = None, *, sqlstate: str = DENIED, match: str | None = None
+) -> str:
     with pytest.raises(DBAPIError, match=match) as info, engine.begin() as conn:
         conn.execute(sa.text(statement), params or {})
     assert info.value.orig.sqlstate == sqlstate, info.value
@@ -72,17 +87,30 @@ def guard_refusal(engine) -> str:
 def copy_model(conn, source: str, key: str, *, c1: str = "c1", woe: str = "woe") -> None:
     """Register ``key`` by hand as a copy of ``source`` (declared as alice, back-dated), with the SQL
     expressions ``c1`` and ``woe`` in place of its final c1 and WOE."""
-    conn.execute(sa.text(
-        "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
-        "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-        "dsold_t4, created_by, created_at) SELECT :k, train_cutoff_ts, half_life_days, eps, n_folds, "
-        "band_schema_version, code_sha256, false, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
-        "'alice', '2020-01-01' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s"), {"k": key, "s": source})
-    conn.execute(sa.text(f"INSERT INTO ml.woe_anchor_cuts_v1 SELECT :k, fold_id, {c1}, c2, n_rows "
-                         "FROM ml.woe_anchor_cuts_v1 WHERE model_key = :s"), {"k": key, "s": source})
-    conn.execute(sa.text(f"INSERT INTO ml.woe_anchor_map_v1 SELECT :k, fold_id, band_name, band_value, {woe}, "
-                         "w_pos, w_neg, n_pos, n_neg FROM ml.woe_anchor_map_v1 WHERE model_key = :s"),
-                 {"k": key, "s": source})
+    conn.execute(
+        sa.text(
+            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
+            "dsold_t4, created_by, created_at) SELECT :k, train_cutoff_ts, half_life_days, eps, n_folds, "
+            "band_schema_version, code_sha256, false, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
+            "'alice', '2020-01-01' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s"
+        ),
+        {"k": key, "s": source},
+    )
+    conn.execute(
+        sa.text(
+            f"INSERT INTO ml.woe_anchor_cuts_v1 SELECT :k, fold_id, {c1}, c2, n_rows "
+            "FROM ml.woe_anchor_cuts_v1 WHERE model_key = :s"
+        ),
+        {"k": key, "s": source},
+    )
+    conn.execute(
+        sa.text(
+            f"INSERT INTO ml.woe_anchor_map_v1 SELECT :k, fold_id, band_name, band_value, {woe}, "
+            "w_pos, w_neg, n_pos, n_neg FROM ml.woe_anchor_map_v1 WHERE model_key = :s"
+        ),
+        {"k": key, "s": source},
+    )
 
 
 def guarded_rows(engine) -> int:
@@ -92,10 +120,17 @@ def guarded_rows(engine) -> int:
 
 def test_no_security_definer_function_is_executable_by_public(engine):
     with engine.connect() as conn:
-        exposed = conn.execute(sa.text(
-            "SELECT p.oid::regprocedure::text FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
-            "WHERE n.nspname IN ('ml', 'audit') AND p.prosecdef "
-            "AND has_function_privilege('public', p.oid, 'EXECUTE')")).scalars().all()
+        exposed = (
+            conn.execute(
+                sa.text(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname IN ('ml', 'audit') AND p.prosecdef "
+                    "AND has_function_privilege('public', p.oid, 'EXECUTE')"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert exposed == []
 
 
@@ -105,15 +140,21 @@ def test_no_security_definer_function_is_executable_by_public(engine):
 def test_a_certifier_cannot_forge_a_certification(governed, login):
     certifier = login("woe_certifier")
     with governed.begin() as conn:  # bad data: the next real certification fails
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 hour' "
-                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 hour' "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
     failed = certify.certify(certifier, "cert-bot")
     assert not failed.passed and [c.name for c in failed.failed_checks] == ["t0_safe"]
     before = state(governed)
-    for forged in ["INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, db_user, passed, "
-                   "checks) VALUES (:d, '9999-01-01', 'cert-bot', 'someone', true, '[]')",
-                   "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
-                   "VALUES (:d, 'cert-bot', true, '[]')"]:
+    for forged in [
+        "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, db_user, passed, "
+        "checks) VALUES (:d, '9999-01-01', 'cert-bot', 'someone', true, '[]')",
+        "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
+        "VALUES (:d, 'cert-bot', true, '[]')",
+    ]:
         refused(certifier, forged, {"d": DATASET}, match="permission denied for table dataset_certifications")
     refused(certifier, "UPDATE audit.dataset_certifications SET passed = true", match="permission denied")
     assert state(governed) == before
@@ -121,16 +162,25 @@ def test_a_certifier_cannot_forge_a_certification(governed, login):
 
 
 def test_even_the_owner_writes_a_certification_only_through_the_function_or_a_recorded_break_glass(governed):
-    forged = ("INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, db_user, passed, checks) "
-              "VALUES (:d, '9999-01-01', 'owner', 'someone-else', true, '[]')")
-    refused(governed, forged, {"d": DATASET},
-            match=r"audit.dataset_certifications is written only by audit.certify_dataset\(text,text\)")
+    forged = (
+        "INSERT INTO audit.dataset_certifications (dataset, certified_at, certified_by, db_user, passed, checks) "
+        "VALUES (:d, '9999-01-01', 'owner', 'someone-else', true, '[]')"
+    )
+    refused(
+        governed,
+        forged,
+        {"d": DATASET},
+        match=r"audit.dataset_certifications is written only by audit.certify_dataset\(text,text\)",
+    )
     with governed.begin() as conn:
         break_glass(conn, "repair: re-record a certification")
         conn.execute(sa.text(forged), {"d": DATASET})
-        row = conn.execute(sa.text(
-            "SELECT certified_at > now() - interval '1 minute' AND certified_at <= clock_timestamp(), "
-            "db_user = session_user FROM audit.dataset_certifications ORDER BY certification_id DESC LIMIT 1")).one()
+        row = conn.execute(
+            sa.text(
+                "SELECT certified_at > now() - interval '1 minute' AND certified_at <= clock_timestamp(), "
+                "db_user = session_user FROM audit.dataset_certifications ORDER BY certification_id DESC LIMIT 1"
+            )
+        ).one()
     assert tuple(row) == (True, True)  # time and login are still the database's
     certification = certify.certify(governed, "t")
     assert certification.passed and certification.dataset_sha256
@@ -142,28 +192,34 @@ _FIRST = "(SELECT listing_id, t0 FROM ml.socio_market_snapshots ORDER BY listing
 SILENT_CHANGES = {
     "replication_role_replica": [
         "SET LOCAL session_replication_role = replica",
-        f"UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE (listing_id, t0) = {_FIRST}"],
+        f"UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE (listing_id, t0) = {_FIRST}",
+    ],
     "disabled_triggers": [
         "ALTER TABLE ml.socio_market_snapshots DISABLE TRIGGER ALL",
         f"UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE (listing_id, t0) = {_FIRST}",
         "ALTER TABLE ml.socio_market_snapshots ENABLE ALWAYS TRIGGER woe_dataset_changed",
-        "ALTER TABLE ml.socio_market_snapshots ENABLE ALWAYS TRIGGER woe_dataset_replicated"],
+        "ALTER TABLE ml.socio_market_snapshots ENABLE ALWAYS TRIGGER woe_dataset_replicated",
+    ],
     "dropped_trigger": [
         "DROP TRIGGER woe_dataset_changed ON ml.iphone_image_features",
-        "UPDATE ml.iphone_image_features SET n_photos = 1"],
+        "UPDATE ml.iphone_image_features SET n_photos = 1",
+    ],
     "replaced_view": [
         "CREATE OR REPLACE VIEW ml.socio_market_feature_store_train_v AS "
         "SELECT listing_id, generation, t0, delta_vs_sold_median_30d, seller_trust_tier, ships, negotiable, "
         "item_condition, dmg_ai_prob, battery_health_pct, NULL::timestamptz AS sold_at, feature_asof_ts "
-        "FROM ml.socio_market_snapshots"],
+        "FROM ml.socio_market_snapshots"
+    ],
     "child_table": [
         "CREATE TABLE ml.more_snapshots () INHERITS (ml.socio_market_snapshots)",
         "INSERT INTO ml.more_snapshots SELECT listing_id + 1, generation, t0, delta_vs_sold_median_30d, "
         "seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, battery_health_pct, sold_at, "
-        f"feature_asof_ts FROM ml.socio_market_snapshots WHERE (listing_id, t0) = {_FIRST}"],
+        f"feature_asof_ts FROM ml.socio_market_snapshots WHERE (listing_id, t0) = {_FIRST}",
+    ],
     "truncate": ["TRUNCATE ml.iphone_image_features"],
-    "copy": ["COPY ml.iphone_image_features (listing_id, t0, n_photos) FROM PROGRAM 'echo 1,2026-01-01,3' "
-             "WITH (FORMAT csv)"],
+    "copy": [
+        "COPY ml.iphone_image_features (listing_id, t0, n_photos) FROM PROGRAM 'echo 1,2026-01-01,3' WITH (FORMAT csv)"
+    ],
 }
 
 
@@ -196,30 +252,42 @@ def test_rows_applied_as_by_logical_replication_are_recorded_by_the_row_trigger(
         conn.execute(sa.text("ALTER TABLE ml.socio_market_snapshots DISABLE TRIGGER woe_dataset_changed"))
         stamp = conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes")).scalar_one()
         assert stamp > before  # the DDL itself is a recorded change; now only the row trigger is left
-        conn.execute(sa.text(f"UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE (listing_id, t0) = {_FIRST}"))
+        conn.execute(
+            sa.text(f"UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE (listing_id, t0) = {_FIRST}")
+        )
         assert conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes")).scalar_one() > stamp
         conn.rollback()
     with governed.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER woe_dataset_replicated ON ml.socio_market_snapshots"))
     cert = certify.certify(governed, "t")
     assert [c.name for c in cert.failed_checks] == ["change_tracking"]
-    assert "has no change trigger firing always for rows applied by logical replication" in \
-        cert.failed_checks[0].description
+    assert (
+        "has no change trigger firing always for rows applied by logical replication"
+        in cert.failed_checks[0].description
+    )
 
 
 def test_a_view_calling_a_function_that_reads_untracked_data_cannot_certify(governed):
     with governed.begin() as conn:
-        conn.execute(sa.text("CREATE FUNCTION ml.moving_target() RETURNS double precision LANGUAGE sql STABLE "
-                             "AS 'SELECT random()'"))
-        conn.execute(sa.text(
-            "CREATE OR REPLACE VIEW ml.socio_market_feature_store_train_v AS "
-            "SELECT listing_id, generation, t0, delta_vs_sold_median_30d + 0 * ml.moving_target() AS "
-            "delta_vs_sold_median_30d, seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, "
-            "battery_health_pct, sold_at, feature_asof_ts FROM ml.socio_market_snapshots"))
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION ml.moving_target() RETURNS double precision LANGUAGE sql STABLE AS 'SELECT random()'"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE OR REPLACE VIEW ml.socio_market_feature_store_train_v AS "
+                "SELECT listing_id, generation, t0, delta_vs_sold_median_30d + 0 * ml.moving_target() AS "
+                "delta_vs_sold_median_30d, seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, "
+                "battery_health_pct, sold_at, feature_asof_ts FROM ml.socio_market_snapshots"
+            )
+        )
     cert = certify.certify(governed, "t")
     assert not cert.passed
-    assert "function ml.moving_target() is user-defined: what it reads cannot be tracked" in \
-        cert.failed_checks[0].description
+    assert (
+        "function ml.moving_target() is user-defined: what it reads cannot be tracked"
+        in cert.failed_checks[0].description
+    )
 
 
 # 3. Implausible values -----------------------------------------------------------------------------------------
@@ -251,8 +319,12 @@ def test_implausible_values_fail_certification_and_are_recorded(governed, assign
 
 def test_bounded_photo_counts(governed):
     with governed.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.iphone_image_features SET n_photos = 32767 "
-                             "WHERE (listing_id, t0) = (SELECT listing_id, t0 FROM ml.iphone_image_features LIMIT 1)"))
+        conn.execute(
+            sa.text(
+                "UPDATE ml.iphone_image_features SET n_photos = 32767 "
+                "WHERE (listing_id, t0) = (SELECT listing_id, t0 FROM ml.iphone_image_features LIMIT 1)"
+            )
+        )
     cert = certify.certify(governed, "t")
     assert {c.name: c.violations for c in cert.failed_checks} == {"range_n_photos": 1}
 
@@ -286,8 +358,10 @@ def test_a_stale_snapshot_cannot_edit_artifacts_even_as_owner(governed, isolatio
         stale.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_map_v1")).scalar()
         promote.promote(governed, KEY_B, "owner", "promoted after the owner's snapshot")
         before = state(governed)
-        for statement in ["DELETE FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k AND fold_id IS NULL",
-                          "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k"]:
+        for statement in [
+            "DELETE FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k AND fold_id IS NULL",
+            "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k",
+        ]:
             stale.execute(sa.text("SAVEPOINT attempt"))
             with pytest.raises(DBAPIError, match=f"of model '{KEY_B}' is immutable: DELETE") as info:
                 stale.execute(sa.text(statement), {"k": KEY_B})
@@ -324,16 +398,24 @@ def test_a_hand_made_model_is_registered_but_never_promoted(governed, login):
     trainer, promoter = login("woe_trainer"), login("woe_promoter")
     forged = "tom_aft_v1_20260601_000009"
     with trainer.begin() as conn:  # the genuine model, back-dated, declared as alice, one WOE made up
-        copy_model(conn, KEY_A, forged, woe="CASE WHEN band_name = 'trust' AND band_value = 'HIGH' THEN woe + 0.5 "
-                                            "ELSE woe END")
+        copy_model(
+            conn, KEY_A, forged, woe="CASE WHEN band_name = 'trust' AND band_value = 'HIGH' THEN woe + 0.5 ELSE woe END"
+        )
     with governed.connect() as conn:
-        created = conn.execute(sa.text(
-            "SELECT created_at > now() - interval '1 minute', created_db_user, created_by "
-            "FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :f"), {"f": forged}).one()
+        created = conn.execute(
+            sa.text(
+                "SELECT created_at > now() - interval '1 minute', created_db_user, created_by "
+                "FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :f"
+            ),
+            {"f": forged},
+        ).one()
     assert tuple(created) == (True, trainer.url.username, "alice")  # stamped by the database
     before = state(governed)
-    with pytest.raises(PromotionRefused, match=f"promotion of model '{forged}' refused: the certified data does not "
-                                               r"reproduce it \(1 differences\): map trust=HIGH woe: stored"):
+    with pytest.raises(
+        PromotionRefused,
+        match=f"promotion of model '{forged}' refused: the certified data does not "
+        r"reproduce it \(1 differences\): map trust=HIGH woe: stored",
+    ):
         promote.promote(promoter, forged, "dana", "looks fine to me")
     assert state(governed) == before
     differences = registry.verify_provenance(promoter, forged)  # recorded, for the reviewers' checklist
@@ -349,10 +431,18 @@ def test_a_candidate_cannot_change_after_review(governed, login):
     trainer, promoter = login("woe_trainer"), login("woe_promoter")
     seen = registry.artifact_digest(promoter, KEY_B)
     before = state(governed)
-    refused(trainer, "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'", {"k": KEY_B},
-            match="permission denied for table woe_anchor_map_v1")
-    refused(governed, "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'", {"k": KEY_B},
-            match=f"ml.woe_anchor_map_v1 of model '{KEY_B}' is immutable: DELETE is not allowed")
+    refused(
+        trainer,
+        "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'",
+        {"k": KEY_B},
+        match="permission denied for table woe_anchor_map_v1",
+    )
+    refused(
+        governed,
+        "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'",
+        {"k": KEY_B},
+        match=f"ml.woe_anchor_map_v1 of model '{KEY_B}' is immutable: DELETE is not allowed",
+    )
     assert state(governed) == before
     promote.promote(promoter, KEY_B, "dana", "reviewed", expected_digest=seen)
     assert registry.active_model_key(governed) == KEY_B
@@ -362,8 +452,10 @@ def test_a_candidate_cannot_change_after_review(governed, login):
 def test_promotion_refuses_a_digest_other_than_the_one_reviewed(governed, login):
     promoter = login("woe_promoter")
     before = state(governed)
-    with pytest.raises(PromotionRefused, match=f"its artifact digest is {before['digests'][KEY_B]}, not "
-                                               f"{'0' * 64} that the reviewer saw"):
+    with pytest.raises(
+        PromotionRefused,
+        match=f"its artifact digest is {before['digests'][KEY_B]}, not {'0' * 64} that the reviewer saw",
+    ):
         promote.promote(promoter, KEY_B, "dana", "reviewed", expected_digest="0" * 64)
     assert state(governed) == before
 
@@ -371,31 +463,53 @@ def test_promotion_refuses_a_digest_other_than_the_one_reviewed(governed, login)
 def test_a_break_glass_edit_is_recorded_and_caught_by_provenance(governed):
     with governed.begin() as conn:
         break_glass(conn, "repair: drop a value", KEY_B)
-        conn.execute(sa.text("DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND fold_id IS NULL "
-                             "AND band_name = 'acc' AND band_value = 'acc_full'"), {"k": KEY_B})
+        conn.execute(
+            sa.text(
+                "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND fold_id IS NULL "
+                "AND band_name = 'acc' AND band_value = 'acc_full'"
+            ),
+            {"k": KEY_B},
+        )
     before = state(governed)
     with pytest.raises(PromotionRefused, match=r"\(5 differences\): map acc=acc_full n_neg: stored none, derived"):
         promote.promote(governed, KEY_B, "owner", "after the repair")
     assert state(governed) == before
     with governed.connect() as conn:
-        assert conn.execute(sa.text("SELECT reason FROM audit.break_glass_log WHERE model_key = :k"),
-                            {"k": KEY_B}).scalar_one() == "repair: drop a value"
+        assert (
+            conn.execute(
+                sa.text("SELECT reason FROM audit.break_glass_log WHERE model_key = :k"), {"k": KEY_B}
+            ).scalar_one()
+            == "repair: drop a value"
+        )
 
 
 # 7. In-place edits of a promoted model ---------------------------------------------------------------------------
 
-SCORING_COLUMNS = ["base_logit = base_logit + 1", "base_rate = 0.5", "dsold_t1 = dsold_t1 - 1",
-                   "dsold_t4 = dsold_t4 + 1", "train_cutoff_ts = train_cutoff_ts - interval '1 day'",
-                   "half_life_days = 1", "eps = 2", "band_schema_version = 2", "code_sha256 = repeat('f', 64)",
-                   "created_by = 'mallory'", "metrics = '{\"x\": 1}'"]
+SCORING_COLUMNS = [
+    "base_logit = base_logit + 1",
+    "base_rate = 0.5",
+    "dsold_t1 = dsold_t1 - 1",
+    "dsold_t4 = dsold_t4 + 1",
+    "train_cutoff_ts = train_cutoff_ts - interval '1 day'",
+    "half_life_days = 1",
+    "eps = 2",
+    "band_schema_version = 2",
+    "code_sha256 = repeat('f', 64)",
+    "created_by = 'mallory'",
+    "metrics = '{\"x\": 1}'",
+]
 
 
 @pytest.mark.parametrize("assignment", SCORING_COLUMNS)
 def test_no_column_of_a_registered_model_changes_even_for_the_owner(governed, assignment):
     before = state(governed)
     for key in (KEY_A, KEY_B):
-        refused(governed, f"UPDATE ml.woe_anchor_model_registry_v1 SET {assignment} WHERE model_key = :k", {"k": key},
-                match=f"model '{key}' is immutable: its registry row cannot change after registration")
+        refused(
+            governed,
+            f"UPDATE ml.woe_anchor_model_registry_v1 SET {assignment} WHERE model_key = :k",
+            {"k": key},
+            match=f"model '{key}' is immutable: its registry row cannot change after registration",
+        )
     assert state(governed) == before
 
 
@@ -407,7 +521,10 @@ def test_the_database_records_real_logins_beside_declared_actors(governed, login
     promote.promote(promoter, KEY_B, "somebody-else", "declared actor")
     row = promote.history(governed).iloc[0]
     assert (row["actor"], row["db_user"], row["actor_identity"]) == (
-        "somebody-else", promoter.url.username, f"login:{promoter.url.username}")
+        "somebody-else",
+        promoter.url.username,
+        f"login:{promoter.url.username}",
+    )
 
 
 # 9. Nobody outside the project can stall governance -------------------------------------------------------------
@@ -417,16 +534,22 @@ def test_an_outside_login_cannot_take_or_hold_the_projects_locks(governed, login
     outsider = login(None)
     with governed.begin() as conn:
         conn.execute(sa.text(f'GRANT USAGE ON SCHEMA ml, audit TO "{outsider.url.username}"'))
-    for statement in ["SELECT ml.woe_anchor_lock_v1('promotion')",
-                      "SELECT * FROM ml.woe_anchor_locks_v1 FOR UPDATE",
-                      "LOCK TABLE ml.woe_anchor_locks_v1",
-                      "LOCK TABLE ml.woe_anchor_model_registry_v1",
-                      "LOCK TABLE audit.dataset_certifications"]:
+    for statement in [
+        "SELECT ml.woe_anchor_lock_v1('promotion')",
+        "SELECT * FROM ml.woe_anchor_locks_v1 FOR UPDATE",
+        "LOCK TABLE ml.woe_anchor_locks_v1",
+        "LOCK TABLE ml.woe_anchor_model_registry_v1",
+        "LOCK TABLE audit.dataset_certifications",
+    ]:
         refused(outsider, statement, match="permission denied")
     # Holding every advisory lock key it likes changes nothing for promotions.
     with outsider.connect() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_lock(k) FROM generate_series(-5, 5) AS k, "
-                             "(VALUES (2294458197846082618)) AS v(x) WHERE k = 0 OR true"))
+        conn.execute(
+            sa.text(
+                "SELECT pg_advisory_lock(k) FROM generate_series(-5, 5) AS k, "
+                "(VALUES (2294458197846082618)) AS v(x) WHERE k = 0 OR true"
+            )
+        )
         conn.execute(sa.text("SELECT pg_advisory_lock(2294458197846082618)"))
         started = time.monotonic()
         promote.promote(governed, KEY_B, "owner", "not stalled")
@@ -440,11 +563,14 @@ def test_waits_for_a_project_lock_are_bounded_with_a_clear_message(governed):
         holder.begin()
         holder.execute(sa.text("SELECT ml.woe_anchor_lock_v1('promotion')"))
         started = time.monotonic()
-        message = refused(governed, "SELECT ml.woe_anchor_lock_v1('promotion', interval '200 milliseconds')",
-                          sqlstate="WL001")
+        message = refused(
+            governed, "SELECT ml.woe_anchor_lock_v1('promotion', interval '200 milliseconds')", sqlstate="WL001"
+        )
         assert time.monotonic() - started < 5
-        assert message.startswith("the promotion lock is held by another session (promotions, rollbacks and "
-                                  "deletions of models run one at a time); gave up after waiting 00:00:00.2")
+        assert message.startswith(
+            "the promotion lock is held by another session (promotions, rollbacks and "
+            "deletions of models run one at a time); gave up after waiting 00:00:00.2"
+        )
     finally:
         holder.rollback()
         holder.close()
@@ -466,6 +592,7 @@ def test_a_waiting_promotion_gives_up_with_lock_busy(governed):
                     conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, 'a', 'b')"), {"k": KEY_B})
             except DBAPIError as exc:
                 outcome.append(exc.orig.sqlstate)
+
         thread = threading.Thread(target=attempt, daemon=True)
         thread.start()
         thread.join(60)
@@ -483,11 +610,14 @@ def test_a_waiting_promotion_gives_up_with_lock_busy(governed):
 @pytest.mark.parametrize("target", ["ml.woe_anchor_model_registry_v1", "pg_authid", "pg_class"])
 def test_dataset_locks_lock_only_registered_datasets(governed, login, target):
     certifier = login("woe_certifier")
-    refused(certifier, "SELECT audit.lock_dataset_sources(:t)", {"t": target},
-            match="permission denied for function lock_dataset_sources")
+    refused(
+        certifier,
+        "SELECT audit.lock_dataset_sources(:t)",
+        {"t": target},
+        match="permission denied for function lock_dataset_sources",
+    )
     message = refused(governed, "SELECT audit.lock_dataset_sources(:t)", {"t": target}, sqlstate="22023")
-    assert message == (f"dataset '{target}' is not certifiable: allowed are "
-                       "'ml.woe_anchor_feature_store_t0_v1_v'")
+    assert message == (f"dataset '{target}' is not certifiable: allowed are 'ml.woe_anchor_feature_store_t0_v1_v'")
     with pytest.raises(Exception, match=f"unknown dataset '{target}'"), governed.begin() as conn:
         conn.execute(sa.text("SELECT audit.certify_dataset(:t, 'x')"), {"t": target})
 
@@ -500,34 +630,50 @@ def test_ddl_on_governance_tables_is_logged_as_break_glass(governed):
         conn.execute(sa.text("ALTER TABLE ml.woe_anchor_map_v1 DISABLE TRIGGER woe_anchor_map_v1_guard"))
         conn.execute(sa.text("ALTER TABLE ml.woe_anchor_map_v1 ENABLE ALWAYS TRIGGER woe_anchor_map_v1_guard"))
     with governed.connect() as conn:
-        logged = conn.execute(sa.text("SELECT reason, db_user = session_user FROM audit.break_glass_log "
-                                      "ORDER BY break_glass_id")).all()
-    assert [tuple(r) for r in logged] == [
-        ("DDL on ml.woe_anchor_map_v1: ALTER TABLE ml.woe_anchor_map_v1", True)] * 2
+        logged = conn.execute(
+            sa.text("SELECT reason, db_user = session_user FROM audit.break_glass_log ORDER BY break_glass_id")
+        ).all()
+    assert [tuple(r) for r in logged] == [("DDL on ml.woe_anchor_map_v1: ALTER TABLE ml.woe_anchor_map_v1", True)] * 2
 
 
 def test_the_guarded_views_name_the_datasets_max_age(engine):
     """The certification age is data (audit.certifiable_datasets); the views that name it must agree."""
     with engine.connect() as conn:
-        max_age = conn.execute(sa.text("SELECT max_age::text FROM audit.certifiable_datasets WHERE dataset = :d"),
-                               {"d": DATASET}).scalar_one()
-        guarded = conn.execute(sa.text(
-            "SELECT c.oid::regclass::text, pg_get_viewdef(c.oid) FROM pg_class AS c "
-            "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'ml' AND c.relkind = 'v' AND pg_get_viewdef(c.oid) LIKE '%require_certified_strict%'")).all()
-    assert {name for name, _ in guarded} == {"ml.woe_anchor_scores_live_train_v", "ml.woe_anchor_scores_by_model_train_v"}
+        max_age = conn.execute(
+            sa.text("SELECT max_age::text FROM audit.certifiable_datasets WHERE dataset = :d"), {"d": DATASET}
+        ).scalar_one()
+        guarded = conn.execute(
+            sa.text(
+                "SELECT c.oid::regclass::text, pg_get_viewdef(c.oid) FROM pg_class AS c "
+                "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'ml' AND c.relkind = 'v' AND pg_get_viewdef(c.oid) LIKE '%require_certified_strict%'"
+            )
+        ).all()
+    assert {name for name, _ in guarded} == {
+        "ml.woe_anchor_scores_live_train_v",
+        "ml.woe_anchor_scores_by_model_train_v",
+    }
     for name, definition in guarded:
         assert f"require_certified_strict('{DATASET}'::text, '{max_age}'::interval)" in definition, (name, definition)
 
 
 def test_scores_cannot_be_attached_to_a_model_registered_earlier(governed, login):
     trainer = login("woe_trainer")
-    with pytest.raises(DBAPIError, match=f"scores of model '{KEY_B}' can only be attached in the transaction that "
-                                         "registers the model") as info, trainer.begin() as conn:
+    with (
+        pytest.raises(
+            DBAPIError,
+            match=f"scores of model '{KEY_B}' can only be attached in the transaction that registers the model",
+        ) as info,
+        trainer.begin() as conn,
+    ):
         table = conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1(:k)"), {"k": KEY_B}).scalar_one()
-        conn.execute(sa.text(f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, "
-                             "woe_logit, p_slow21, slow21) VALUES (:k, 'iphone_13', 1, now(), 0, true, 9, 1, 1)"),
-                     {"k": KEY_B})
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, "
+                "woe_logit, p_slow21, slow21) VALUES (:k, 'iphone_13', 1, now(), 0, true, 9, 1, 1)"
+            ),
+            {"k": KEY_B},
+        )
         conn.execute(sa.text("SELECT ml.woe_anchor_scores_attach_v1(:k)"), {"k": KEY_B})
     assert info.value.orig.sqlstate == DENIED
 
@@ -536,8 +682,14 @@ def test_ddl_records_do_not_open_the_break_glass(governed):
     """A DDL record is written by the event trigger, not by a person: it allows nothing."""
     with governed.begin() as conn:
         conn.execute(sa.text("COMMENT ON TABLE ml.woe_anchor_map_v1 IS 'maps'"))
-        assert conn.execute(sa.text("SELECT count(*) FROM audit.break_glass_log WHERE NOT is_bypass "
-                                    "AND xact_id = pg_current_xact_id()")).scalar_one() == 1
+        assert (
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM audit.break_glass_log WHERE NOT is_bypass AND xact_id = pg_current_xact_id()"
+                )
+            ).scalar_one()
+            == 1
+        )
         with pytest.raises(DBAPIError, match="is immutable"):
             conn.execute(sa.text("UPDATE ml.woe_anchor_map_v1 SET woe = 0 WHERE model_key = :k"), {"k": KEY_B})
 
@@ -586,8 +738,11 @@ def test_an_outsider_holding_a_partition_lock_delays_a_deletion_by_at_most_secon
         derived_model(conn, KEY_B, half_life=90.0)
     outsider = login(None).connect()
     try:
-        outsider.execute(sa.text(  # no privilege needed: it locks every partition of the scores table
-            "SELECT count(*) FROM pg_class AS c, pg_partition_tree(c.oid) WHERE c.relname = 'woe_anchor_scores_v1'"))
+        outsider.execute(
+            sa.text(  # no privilege needed: it locks every partition of the scores table
+                "SELECT count(*) FROM pg_class AS c, pg_partition_tree(c.oid) WHERE c.relname = 'woe_anchor_scores_v1'"
+            )
+        )
         started = time.monotonic()
         with pytest.raises(LockBusy, match=f"model '{candidate}' cannot be deleted now: another session has held"):
             promote.delete_candidate(certified_engine, candidate)
@@ -613,8 +768,11 @@ def test_model_keys_are_never_reused(governed, login):
 
 def test_only_the_promotion_functions_take_the_promotion_lock(governed, login):
     for group in ("woe_trainer", "woe_promoter", "woe_certifier"):
-        refused(login(group), "SELECT ml.woe_anchor_lock_v1('promotion')",
-                match="permission denied for function woe_anchor_lock_v1")
+        refused(
+            login(group),
+            "SELECT ml.woe_anchor_lock_v1('promotion')",
+            match="permission denied for function woe_anchor_lock_v1",
+        )
 
 
 def test_nudged_cuts_are_refused(governed, login):
@@ -644,11 +802,16 @@ def test_four_eyes_can_be_enforced_by_the_database_for_every_client(governed, lo
 
 
 OWNER_WITHOUT_RECORD = [
-    ("INSERT INTO ml.woe_anchor_provenance_checks_v1 (model_key, certification_id, artifact_sha256, passed, failures) "
-     f"SELECT '{KEY_B}', max(certification_id), repeat('0', 64), true, '{{}}' FROM audit.dataset_certifications",
-     "is written only by ml.woe_anchor_verify_provenance_v1"),
+    (
+        "INSERT INTO ml.woe_anchor_provenance_checks_v1 (model_key, certification_id, artifact_sha256, passed, failures) "
+        f"SELECT '{KEY_B}', max(certification_id), repeat('0', 64), true, '{{}}' FROM audit.dataset_certifications",
+        "is written only by ml.woe_anchor_verify_provenance_v1",
+    ),
     ("DELETE FROM audit.dataset_changes", "audit.dataset_changes is append-only"),
-    ("UPDATE ml.woe_anchor_band_values_v1 SET slot = 44 - slot", "is governance configuration: UPDATE needs a break-glass"),
+    (
+        "UPDATE ml.woe_anchor_band_values_v1 SET slot = 44 - slot",
+        "is governance configuration: UPDATE needs a break-glass",
+    ),
     ("DELETE FROM audit.dataset_row_checks WHERE check_name = 't0_safe'", "is governance configuration: DELETE"),
     ("UPDATE audit.certifiable_datasets SET max_age = interval '1 year'", "is governance configuration: UPDATE"),
     ("DELETE FROM audit.dataset_sources", "is written only by audit.certify_dataset"),
@@ -671,31 +834,54 @@ def test_backdating_the_change_marker_only_makes_the_data_stale(governed):
 
 def test_replacing_a_function_or_view_is_recorded(governed):
     with governed.begin() as conn:
-        conn.execute(sa.text("CREATE OR REPLACE FUNCTION ml.woe_sigmoid(x double precision) RETURNS double precision "
-                             "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1.0 / (1.0 + exp(-greatest(least(x, "
-                             "700.0), -700.0))) $$"))
-        conn.execute(sa.text("CREATE OR REPLACE VIEW ml.woe_anchor_scores_live_train_v AS "
-                             "SELECT * FROM ml.woe_anchor_scores_live_v1 "
-                             "WHERE audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', "
-                             "interval '24 hours')"))
+        conn.execute(
+            sa.text(
+                "CREATE OR REPLACE FUNCTION ml.woe_sigmoid(x double precision) RETURNS double precision "
+                "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1.0 / (1.0 + exp(-greatest(least(x, "
+                "700.0), -700.0))) $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE OR REPLACE VIEW ml.woe_anchor_scores_live_train_v AS "
+                "SELECT * FROM ml.woe_anchor_scores_live_v1 "
+                "WHERE audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', "
+                "interval '24 hours')"
+            )
+        )
     with governed.connect() as conn:
-        logged = conn.execute(sa.text("SELECT reason FROM audit.break_glass_log WHERE NOT is_bypass "
-                                      "ORDER BY break_glass_id")).scalars().all()
+        logged = (
+            conn.execute(
+                sa.text("SELECT reason FROM audit.break_glass_log WHERE NOT is_bypass ORDER BY break_glass_id")
+            )
+            .scalars()
+            .all()
+        )
     assert any("CREATE FUNCTION ml.woe_sigmoid(double precision)" in r for r in logged), logged
     assert any("ml.woe_anchor_scores_live_train_v" in r for r in logged), logged
 
 
 def test_a_view_using_a_user_defined_operator_cannot_certify(governed):
     with governed.begin() as conn:
-        conn.execute(sa.text("CREATE FUNCTION ml.adj(double precision, double precision) RETURNS double precision "
-                             "LANGUAGE sql IMMUTABLE AS 'SELECT $1 + $2'"))
-        conn.execute(sa.text("CREATE OPERATOR ml.## (LEFTARG = double precision, RIGHTARG = double precision, "
-                             "FUNCTION = ml.adj)"))
-        conn.execute(sa.text(
-            "CREATE OR REPLACE VIEW ml.socio_market_feature_store_train_v AS "
-            "SELECT listing_id, generation, t0, delta_vs_sold_median_30d OPERATOR(ml.##) 0 AS delta_vs_sold_median_30d, "
-            "seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, battery_health_pct, sold_at, "
-            "feature_asof_ts FROM ml.socio_market_snapshots"))
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION ml.adj(double precision, double precision) RETURNS double precision "
+                "LANGUAGE sql IMMUTABLE AS 'SELECT $1 + $2'"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE OPERATOR ml.## (LEFTARG = double precision, RIGHTARG = double precision, FUNCTION = ml.adj)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE OR REPLACE VIEW ml.socio_market_feature_store_train_v AS "
+                "SELECT listing_id, generation, t0, delta_vs_sold_median_30d OPERATOR(ml.##) 0 AS delta_vs_sold_median_30d, "
+                "seller_trust_tier, ships, negotiable, item_condition, dmg_ai_prob, battery_health_pct, sold_at, "
+                "feature_asof_ts FROM ml.socio_market_snapshots"
+            )
+        )
     cert = certify.certify(governed, "t")
     assert not cert.passed
     assert "function ml.adj(double precision,double precision) is user-defined" in cert.failed_checks[0].description

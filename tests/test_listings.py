@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _all_ids(engine) -> list[int]:
     with engine.connect() as conn:
-        return [int(x) for x in conn.execute(sa.text(
-            "SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY 1")).scalars()]
+        return [
+            int(x)
+            for x in conn.execute(
+                sa.text("SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY 1")
+            ).scalars()
+        ]
 
 
 def test_newest_from_id_and_random_return_existing_listings(demo_engine):
@@ -39,10 +43,20 @@ def test_empty_store_has_no_random_listing(engine):
 
 def test_cli_lists_listings(demo_engine):
     url = demo_engine.url.render_as_string(hide_password=False)
-    out = subprocess.run([sys.executable, "-m", "woe_core", "--database-url", url, "listings", "--recent", "3"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "woe_core", "--database-url", url, "listings", "--recent", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert str(_all_ids(demo_engine)[-1]) in out.stdout and "snapshots" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "woe_core", "--database-url", url, "listings", "--random"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "woe_core", "--database-url", url, "listings", "--random"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and int(out.stdout) in _all_ids(demo_engine)

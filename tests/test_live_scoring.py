@@ -1,6 +1,5 @@
 """Live scoring of a hand-written model equals base_logit + Σ woe, computed here independently."""
 
-
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -50,12 +49,15 @@ def test_bands_live_view_and_live_scores_follow_the_active_model(live):
     other = "tom_aft_v1_20260602_000000"
     with engine.begin() as conn:
         insert_model(conn, other, {k: -v for k, v in woe.items()}, base_logit=0.3, cuts=CUTS)
-        live_keys = conn.execute(sa.text("SELECT DISTINCT model_key FROM ml.v_woe_anchor_bands_live_v1")).scalars().all()
+        live_keys = (
+            conn.execute(sa.text("SELECT DISTINCT model_key FROM ml.v_woe_anchor_bands_live_v1")).scalars().all()
+        )
         assert live_keys == [KEY]
         break_glass(conn, "test: switch the active model by hand")
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false"))
-        conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
-                     {"k": other})
+        conn.execute(
+            sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"), {"k": other}
+        )
         live_keys = conn.execute(sa.text("SELECT DISTINCT model_key FROM ml.woe_anchor_scores_live_v1")).scalars().all()
         assert live_keys == [other]
 
@@ -63,9 +65,12 @@ def test_bands_live_view_and_live_scores_follow_the_active_model(live):
 def test_lookup_returns_each_snapshot_with_contributions_that_add_up(live):
     engine, woe = live
     with engine.connect() as conn:
-        listing_id, n = conn.execute(sa.text(
-            "SELECT listing_id, count(*) FROM ml.socio_market_snapshots GROUP BY 1 HAVING count(*) > 1 "
-            "ORDER BY 1 LIMIT 1")).one()
+        listing_id, n = conn.execute(
+            sa.text(
+                "SELECT listing_id, count(*) FROM ml.socio_market_snapshots GROUP BY 1 HAVING count(*) > 1 "
+                "ORDER BY 1 LIMIT 1"
+            )
+        ).one()
     frame = score.lookup(engine, int(listing_id))
     assert len(frame) == n and (frame["model_key"] == KEY).all()
     for _, row in frame.iterrows():
@@ -91,8 +96,12 @@ def test_lookup_under_a_candidate_model(live):
 
 @pytest.mark.parametrize(
     ("listing_id", "error", "message"),
-    [(0, InvalidParameter, "listing_id must be a positive integer, got 0"),
-     (-5, InvalidParameter, "got -5"), ("12", InvalidParameter, "got '12'"), (True, InvalidParameter, "got True")],
+    [
+        (0, InvalidParameter, "listing_id must be a positive integer, got 0"),
+        (-5, InvalidParameter, "got -5"),
+        ("12", InvalidParameter, "got '12'"),
+        (True, InvalidParameter, "got True"),
+    ],
 )
 def test_lookup_rejects_bad_listing_ids(live, listing_id, error, message):
     with pytest.raises(error, match=message):
@@ -114,11 +123,19 @@ def test_lookup_without_active_model_says_so(certified_engine):
 @pytest.mark.parametrize(("woe", "p_bounds"), [(900.0, (1.0, 1.0)), (-900.0, (0.0, 1e-300))])
 def test_extreme_logits_do_not_overflow(certified_engine, woe, p_bounds):
     with certified_engine.connect() as conn, conn.begin() as transaction:
-        insert_model(conn, KEY, {("trust", v): woe for v in ["HIGH", "MEDIUM", "LOW", "NEW", "trust_missing"]},
-                     active=True, base_logit=0.0)
-        logit_min, logit_max, p_min, p_max = conn.execute(sa.text(
-            "SELECT min(woe_logit), max(woe_logit), min(woe_anchor_p_slow21), max(woe_anchor_p_slow21) "
-            "FROM ml.woe_anchor_scores_live_train_v")).one()
+        insert_model(
+            conn,
+            KEY,
+            {("trust", v): woe for v in ["HIGH", "MEDIUM", "LOW", "NEW", "trust_missing"]},
+            active=True,
+            base_logit=0.0,
+        )
+        logit_min, logit_max, p_min, p_max = conn.execute(
+            sa.text(
+                "SELECT min(woe_logit), max(woe_logit), min(woe_anchor_p_slow21), max(woe_anchor_p_slow21) "
+                "FROM ml.woe_anchor_scores_live_train_v"
+            )
+        ).one()
         transaction.rollback()
     assert logit_min == logit_max == woe  # the logit itself is reported unclamped
     assert p_bounds[0] <= p_min <= p_max <= p_bounds[1]

@@ -30,9 +30,16 @@ def test_fresh_database_gets_every_script_and_every_seed_object(empty_engine):
         for name in SEED_OBJECTS:
             assert conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar() is not None, name
         for fn in ("audit.dataset_sha256", "audit.require_certified_strict"):
-            assert conn.execute(sa.text("SELECT count(*) FROM pg_proc WHERE oid::regproc::text = :f OR "
-                                        "pronamespace::regnamespace::text || '.' || proname = :f"),
-                                {"f": fn}).scalar() >= 1, fn
+            assert (
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_proc WHERE oid::regproc::text = :f OR "
+                        "pronamespace::regnamespace::text || '.' || proname = :f"
+                    ),
+                    {"f": fn},
+                ).scalar()
+                >= 1
+            ), fn
 
 
 def test_second_run_is_a_no_op(empty_engine):
@@ -63,8 +70,7 @@ def test_edited_applied_script_is_refused_and_nothing_runs(empty_engine, tmp_pat
 def test_failed_script_leaves_no_ledger_row_and_no_partial_objects(empty_engine, tmp_path):
     sql_dir = _copy_sql(tmp_path)
     migrations.migrate(empty_engine, sql_dir)
-    (sql_dir / "V9000__broken.sql").write_text(
-        "CREATE TABLE ml.half_done (x int);\nSELECT no_such_function();\n")
+    (sql_dir / "V9000__broken.sql").write_text("CREATE TABLE ml.half_done (x int);\nSELECT no_such_function();\n")
     with pytest.raises(MigrationError, match="V9000__broken.sql.*failed"):
         migrations.migrate(empty_engine, sql_dir)
     with empty_engine.connect() as conn:

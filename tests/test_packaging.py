@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     (built,) = out.glob("woe_anchor-*.whl")
     return built
@@ -39,10 +43,13 @@ def test_the_installed_cli_migrates_from_any_folder(wheel, tmp_path, empty_engin
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     url = empty_engine.url.render_as_string(hide_password=False)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from woe_core import cli, migrations; "
-            "assert migrations.SQL_DIR.parent.name == 'woe_core', migrations.SQL_DIR; "
-            "sys.exit(cli.main(['--database-url', sys.argv[2], 'init-db'], prog='woe'))")
-    proc = subprocess.run([sys.executable, "-I", "-c", code, str(site), url], cwd=elsewhere,
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from woe_core import cli, migrations; "
+        "assert migrations.SQL_DIR.parent.name == 'woe_core', migrations.SQL_DIR; "
+        "sys.exit(cli.main(['--database-url', sys.argv[2], 'init-db'], prog='woe'))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(site), url], cwd=elsewhere, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("applied: V0001__feature_stores.sql") and proc.stderr == ""

@@ -25,8 +25,14 @@ def _page(name: str, query: dict | None = None) -> AppTest:
 
 
 def _texts(at) -> str:
-    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.success]
-                     + [e.value for e in at.error] + [i.value for i in at.info] + [w.value for w in at.warning])
+    return "\n".join(
+        [m.value for m in at.markdown]
+        + [c.value for c in at.caption]
+        + [s.value for s in at.success]
+        + [e.value for e in at.error]
+        + [i.value for i in at.info]
+        + [w.value for w in at.warning]
+    )
 
 
 def test_home_shows_active_model_and_candidates(two_models):
@@ -66,8 +72,12 @@ def test_compare_lists_both_models_woe_for_every_band(two_models):
     assert list(at.dataframe[1].value["model_key"]) == [first, second]  # stored metrics, each its own window
     labels = compare.short_labels(list(registry.list_models(engine)["model_key"]))
     with engine.connect() as conn:
-        stored = {(k, b, v): w for k, b, v, w in conn.execute(sa.text(
-            "SELECT model_key, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE fold_id IS NULL"))}
+        stored = {
+            (k, b, v): w
+            for k, b, v, w in conn.execute(
+                sa.text("SELECT model_key, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE fold_id IS NULL")
+            )
+        }
     seen = 0
     for band in ["dsold", "trust", "ship", "sale", "cond", "dmg", "bat", "present", "vdmg", "acc"]:
         at.radio(key="band").set_value(band).run()
@@ -80,7 +90,8 @@ def test_compare_lists_both_models_woe_for_every_band(two_models):
                     seen += 1
             if (first, band, row["band_value"]) in stored and (second, band, row["band_value"]) in stored:
                 assert row[f"Δ {labels[second]}"] == pytest.approx(
-                    stored[(second, band, row["band_value"])] - stored[(first, band, row["band_value"])])
+                    stored[(second, band, row["band_value"])] - stored[(first, band, row["band_value"])]
+                )
     assert seen == len(stored)
 
 
@@ -88,8 +99,10 @@ def test_certification_page_shows_status_and_flags_other_code(two_models):
     engine, first, second = two_models
     with engine.begin() as conn:  # the owner's recorded break-glass stands in for a model trained by other code
         break_glass(conn, "test: pretend other code trained it", second)
-        conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET code_sha256 = :s WHERE model_key = :k"),
-                     {"s": "f" * 64, "k": second})
+        conn.execute(
+            sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET code_sha256 = :s WHERE model_key = :k"),
+            {"s": "f" * 64, "k": second},
+        )
     at = _page("certification")
     assert any(s.value.startswith("Fresh: #1 by test-certifier") for s in at.success)
     assert any("1 model(s) were trained by different code" in w.value for w in at.warning)
@@ -125,9 +138,11 @@ def test_promote_without_a_reason_changes_nothing(two_models):
 def test_lookup_contributions_add_up_to_the_shown_logit(two_models):
     engine, first, second = two_models
     with engine.connect() as conn:
-        listing = conn.execute(sa.text(
-            "SELECT listing_id FROM ml.socio_market_snapshots GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1"
-        )).scalar_one()
+        listing = conn.execute(
+            sa.text(
+                "SELECT listing_id FROM ml.socio_market_snapshots GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1"
+            )
+        ).scalar_one()
     at = _page("lookup", {"listing": str(listing), "model": second})
     live = score.lookup(engine, int(listing))
     candidate = score.lookup(engine, int(listing), model_key=second)
@@ -145,8 +160,12 @@ def test_lookup_contributions_add_up_to_the_shown_logit(two_models):
 def test_stale_certification_makes_lookup_refuse_without_numbers(two_models):
     engine, first, second = two_models
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships "
-                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
         listing = conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one()
     at = _page("lookup", {"listing": str(listing)})
     assert any("refused to score" in e.value and "data or definition changed" in e.value for e in at.error)
@@ -157,14 +176,19 @@ def test_stale_certification_makes_lookup_refuse_without_numbers(two_models):
 @pytest.mark.parametrize("raw", ["-5", "99999999999999999999", "abc"])
 def test_lookup_link_with_a_bad_listing_id_is_a_warning(two_models, raw):
     at = _page("lookup", {"listing": raw})
-    assert any(f"listing {markdown_text(repr(raw))} in the link is not a valid listing id" in w.value
-               for w in at.warning)
+    assert any(
+        f"listing {markdown_text(repr(raw))} in the link is not a valid listing id" in w.value for w in at.warning
+    )
 
 
 def _listing_ids(engine, n: int) -> list[int]:
     with engine.connect() as conn:
-        return [int(x) for x in conn.execute(sa.text(
-            "SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY 1 LIMIT :n"), {"n": n}).scalars()]
+        return [
+            int(x)
+            for x in conn.execute(
+                sa.text("SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY 1 LIMIT :n"), {"n": n}
+            ).scalars()
+        ]
 
 
 def test_lookup_keeps_every_entered_id_and_the_link_follows(two_models):
@@ -255,8 +279,10 @@ def test_promote_advisory_failure_needs_acknowledging_then_everything_updates(tw
     next(b for b in at.button if b.key == "confirm_promote").click().run()
     assert not at.exception, at.exception
     assert registry.active_model_key(engine) == weak
-    assert at.success[0].value.startswith(f"`{weak}` is now the active model") and "metrics_vs_active" in \
-        at.success[0].value
+    assert (
+        at.success[0].value.startswith(f"`{weak}` is now the active model")
+        and "metrics_vs_active" in at.success[0].value
+    )
     assert not any("No candidate" in i.value for i in at.info)
     assert at.selectbox(key="promote_model").value is None
     assert at.dataframe[-1].value.iloc[0]["to_model_key"] == weak

@@ -35,11 +35,21 @@ def add_candidates(engine, *keys: str, woe: dict | None = None) -> None:
 def state(engine) -> tuple[list[tuple[str, bool]], list[tuple]]:
     """Registry (key, is_active) and the history, both in a stable order."""
     with engine.connect() as conn:
-        models = [tuple(r) for r in conn.execute(sa.text(
-            "SELECT model_key, is_active FROM ml.woe_anchor_model_registry_v1 ORDER BY model_key"))]
-        rows = [tuple(r) for r in conn.execute(sa.text(
-            "SELECT promotion_id, from_model_key, to_model_key, actor, reason "
-            "FROM ml.woe_anchor_promotions_v1 ORDER BY promotion_id"))]
+        models = [
+            tuple(r)
+            for r in conn.execute(
+                sa.text("SELECT model_key, is_active FROM ml.woe_anchor_model_registry_v1 ORDER BY model_key")
+            )
+        ]
+        rows = [
+            tuple(r)
+            for r in conn.execute(
+                sa.text(
+                    "SELECT promotion_id, from_model_key, to_model_key, actor, reason "
+                    "FROM ml.woe_anchor_promotions_v1 ORDER BY promotion_id"
+                )
+            )
+        ]
     return models, rows
 
 
@@ -99,8 +109,11 @@ def test_preflight_of_a_complete_candidate_passes_every_check(certified_engine):
 
 
 def _missing_bands(engine):
-    add_candidates(engine, key(1), woe=handwritten_map(skip={("present", v) for v in VALUES["present"]}
-                                                       | {("vdmg", v) for v in VALUES["vdmg"]}))
+    add_candidates(
+        engine,
+        key(1),
+        woe=handwritten_map(skip={("present", v) for v in VALUES["present"]} | {("vdmg", v) for v in VALUES["vdmg"]}),
+    )
 
 
 def _no_final_cuts(engine):
@@ -114,8 +127,10 @@ def _unserved_schema(engine):
     add_candidates(engine, key(1))
     with engine.begin() as conn:
         break_glass(conn, "test: an unserved schema", key(1))
-        conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET band_schema_version = 2 "
-                             "WHERE model_key = :k"), {"k": key(1)})
+        conn.execute(
+            sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET band_schema_version = 2 WHERE model_key = :k"),
+            {"k": key(1)},
+        )
 
 
 def _already_active(engine):
@@ -133,39 +148,99 @@ def _record_certification(engine, age: str, passed: bool = True):
 def _data_changed(engine):
     add_candidates(engine, key(1))
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships "
-                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
 
 
 REFUSALS = [
     # (case, setup, runs on the certified demo (else uncertified), failing preflight check, error, message)
-    ("missing", lambda e: None, True, "model_exists", PromotionRefused,
-     "promotion of model 'tom_aft_v1_20260601_000001' refused: it does not exist"),
-    ("no_final_cuts", _no_final_cuts, True, "artifacts_complete", PromotionRefused,
-     r"model 'tom_aft_v1_20260601_000001' refused: it has no final cuts \(no ml.woe_anchor_cuts_v1 row"),
-    ("map_lacks_bands", _missing_bands, True, "artifacts_complete", PromotionRefused,
-     "model 'tom_aft_v1_20260601_000001' refused: its final map lacks the bands: present, vdmg$"),
-    ("unserved_schema", _unserved_schema, True, "schema_served", PromotionRefused,
-     r"model 'tom_aft_v1_20260601_000001' refused: its band_schema_version 2 is not served by the live views "
-     r"\(they serve: 1\)"),
-    ("already_active", _already_active, True, "not_active", PromotionRefused,
-     "model 'tom_aft_v1_20260601_000001' refused: it is already the active model"),
-    ("never_certified", lambda e: add_candidates(e, key(1)), False, "certification_fresh", CertificationRequired,
-     f"model 'tom_aft_v1_20260601_000001' refused: dataset {ENTRYPOINT} is not certified: "
-     "no certification has been recorded.*python -m woe_core certify"),
-    ("stale_certification", lambda e: (add_candidates(e, key(1)), _record_certification(e, "25 hours")), False,
-     "certification_fresh", CertificationRequired, "is not certified: its latest certification .* is older than 24:00:00"),
-    ("failed_certification", lambda e: (add_candidates(e, key(1)), _record_certification(e, "1 hour", False)), False,
-     "certification_fresh", CertificationRequired, "is not certified: its latest certification .* failed checks: t0_safe"),
-    ("data_changed", _data_changed, True, "certification_fresh", CertificationRequired,
-     "is not certified: its data or definition changed at"),
+    (
+        "missing",
+        lambda e: None,
+        True,
+        "model_exists",
+        PromotionRefused,
+        "promotion of model 'tom_aft_v1_20260601_000001' refused: it does not exist",
+    ),
+    (
+        "no_final_cuts",
+        _no_final_cuts,
+        True,
+        "artifacts_complete",
+        PromotionRefused,
+        r"model 'tom_aft_v1_20260601_000001' refused: it has no final cuts \(no ml.woe_anchor_cuts_v1 row",
+    ),
+    (
+        "map_lacks_bands",
+        _missing_bands,
+        True,
+        "artifacts_complete",
+        PromotionRefused,
+        "model 'tom_aft_v1_20260601_000001' refused: its final map lacks the bands: present, vdmg$",
+    ),
+    (
+        "unserved_schema",
+        _unserved_schema,
+        True,
+        "schema_served",
+        PromotionRefused,
+        r"model 'tom_aft_v1_20260601_000001' refused: its band_schema_version 2 is not served by the live views "
+        r"\(they serve: 1\)",
+    ),
+    (
+        "already_active",
+        _already_active,
+        True,
+        "not_active",
+        PromotionRefused,
+        "model 'tom_aft_v1_20260601_000001' refused: it is already the active model",
+    ),
+    (
+        "never_certified",
+        lambda e: add_candidates(e, key(1)),
+        False,
+        "certification_fresh",
+        CertificationRequired,
+        f"model 'tom_aft_v1_20260601_000001' refused: dataset {ENTRYPOINT} is not certified: "
+        "no certification has been recorded.*python -m woe_core certify",
+    ),
+    (
+        "stale_certification",
+        lambda e: (add_candidates(e, key(1)), _record_certification(e, "25 hours")),
+        False,
+        "certification_fresh",
+        CertificationRequired,
+        "is not certified: its latest certification .* is older than 24:00:00",
+    ),
+    (
+        "failed_certification",
+        lambda e: (add_candidates(e, key(1)), _record_certification(e, "1 hour", False)),
+        False,
+        "certification_fresh",
+        CertificationRequired,
+        "is not certified: its latest certification .* failed checks: t0_safe",
+    ),
+    (
+        "data_changed",
+        _data_changed,
+        True,
+        "certification_fresh",
+        CertificationRequired,
+        "is not certified: its data or definition changed at",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "setup", "certified", "check", "error", "message"), REFUSALS,
-                         ids=[r[0] for r in REFUSALS])
-def test_each_refusal_names_the_model_and_reason_and_changes_nothing(request, case, setup, certified, check,
-                                                                     error, message):
+@pytest.mark.parametrize(
+    ("case", "setup", "certified", "check", "error", "message"), REFUSALS, ids=[r[0] for r in REFUSALS]
+)
+def test_each_refusal_names_the_model_and_reason_and_changes_nothing(
+    request, case, setup, certified, check, error, message
+):
     engine = request.getfixturevalue("certified_engine" if certified else "demo_engine")
     setup(engine)
     before = state(engine)
@@ -185,13 +260,15 @@ def test_certification_refusal_keeps_the_guard_sqlstate(demo_engine):
 
 @pytest.mark.parametrize(
     ("actor", "reason", "message"),
-    [("", "ok", "actor must be a non-empty name, got ''"),
-     ("  ", "ok", "actor must be a non-empty name, got '  '"),
-     (None, "ok", "actor must be a non-empty name, got None"),
-     ("alice", "", "reason must be a non-empty explanation of the promotion, got ''"),
-     ("alice", " \t\n", r"reason must be a non-empty explanation of the promotion, got ' \\t\\n'"),
-     ("alice", 42, "reason must be a non-empty explanation of the promotion, got 42"),
-     ("alice", "x" * 2001, "reason must be at most 2000 characters, got 2001")],
+    [
+        ("", "ok", "actor must be a non-empty name, got ''"),
+        ("  ", "ok", "actor must be a non-empty name, got '  '"),
+        (None, "ok", "actor must be a non-empty name, got None"),
+        ("alice", "", "reason must be a non-empty explanation of the promotion, got ''"),
+        ("alice", " \t\n", r"reason must be a non-empty explanation of the promotion, got ' \\t\\n'"),
+        ("alice", 42, "reason must be a non-empty explanation of the promotion, got 42"),
+        ("alice", "x" * 2001, "reason must be at most 2000 characters, got 2001"),
+    ],
 )
 def test_blank_actor_or_reason_is_rejected_before_any_write(certified_engine, actor, reason, message):
     add_candidates(certified_engine, key(1))
@@ -205,10 +282,12 @@ def test_blank_actor_or_reason_is_rejected_before_any_write(certified_engine, ac
 
 @pytest.mark.parametrize(
     ("actor", "reason", "message"),
-    [(" ", "ok", "refused: actor must be a non-empty name, got ' '"),
-     (None, "ok", "refused: actor must be a non-empty name, got NULL"),
-     ("alice", "\t", "refused: a reason is required, got '\t'"),
-     ("alice", None, "refused: a reason is required, got NULL")],
+    [
+        (" ", "ok", "refused: actor must be a non-empty name, got ' '"),
+        (None, "ok", "refused: actor must be a non-empty name, got NULL"),
+        ("alice", "\t", "refused: a reason is required, got '\t'"),
+        ("alice", None, "refused: a reason is required, got NULL"),
+    ],
 )
 def test_the_database_function_refuses_blank_actor_or_reason_too(certified_engine, actor, reason, message):
     add_candidates(certified_engine, key(1))
@@ -232,18 +311,26 @@ def test_direct_changes_of_is_active_are_refused_even_for_the_owner(certified_en
     promote.promote(engine, key(1), "t", "setup")
     before = state(engine)
     statements = [
-        ("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = (model_key = :k2)",
-         "is_active of model .* cannot be changed directly: only ml.promote_woe_anchor_model"),
-        ("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false WHERE is_active",
-         f"is_active of model '{key(1)}' cannot be changed directly"),
-        ("INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
-         "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-         "dsold_t4, created_by) SELECT 'tom_aft_v1_20260601_000009', train_cutoff_ts, half_life_days, eps, n_folds, "
-         "band_schema_version, code_sha256, true, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
-         "'t' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k1",
-         "model 'tom_aft_v1_20260601_000009' cannot be registered as active: new models start inactive"),
-        ("DELETE FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k1",
-         f"model '{key(1)}' cannot be deleted directly: only ml.delete_woe_anchor_model deletes models"),
+        (
+            "UPDATE ml.woe_anchor_model_registry_v1 SET is_active = (model_key = :k2)",
+            "is_active of model .* cannot be changed directly: only ml.promote_woe_anchor_model",
+        ),
+        (
+            "UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false WHERE is_active",
+            f"is_active of model '{key(1)}' cannot be changed directly",
+        ),
+        (
+            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
+            "dsold_t4, created_by) SELECT 'tom_aft_v1_20260601_000009', train_cutoff_ts, half_life_days, eps, n_folds, "
+            "band_schema_version, code_sha256, true, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
+            "'t' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k1",
+            "model 'tom_aft_v1_20260601_000009' cannot be registered as active: new models start inactive",
+        ),
+        (
+            "DELETE FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k1",
+            f"model '{key(1)}' cannot be deleted directly: only ml.delete_woe_anchor_model deletes models",
+        ),
     ]
     for sql, message in statements:
         with pytest.raises(DBAPIError, match=message) as info, engine.begin() as conn:
@@ -260,14 +347,19 @@ def test_artifacts_of_every_model_are_immutable(certified_engine):
     digests = {k: registry.artifact_digest(engine, k) for k in (key(1), key(2), key(3))}
     for k in (key(1), key(2), key(3)):
         for sql, message in [
-                ("DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'", "is immutable: DELETE"),
-                ("UPDATE ml.woe_anchor_map_v1 SET woe = 0 WHERE model_key = :k", "is immutable: UPDATE"),
-                ("UPDATE ml.woe_anchor_cuts_v1 SET c1 = 0 WHERE model_key = :k", "is immutable: UPDATE"),
-                ("DELETE FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k", "is immutable: DELETE"),
-                ("UPDATE ml.woe_anchor_model_registry_v1 SET base_logit = base_logit + 1 WHERE model_key = :k",
-                 "its registry row cannot change after registration"),
-                ("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 7, 0.1, 0.2, 0)",
-                 "can only be added in the transaction that registers the model")]:
+            ("DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k AND band_name = 'acc'", "is immutable: DELETE"),
+            ("UPDATE ml.woe_anchor_map_v1 SET woe = 0 WHERE model_key = :k", "is immutable: UPDATE"),
+            ("UPDATE ml.woe_anchor_cuts_v1 SET c1 = 0 WHERE model_key = :k", "is immutable: UPDATE"),
+            ("DELETE FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k", "is immutable: DELETE"),
+            (
+                "UPDATE ml.woe_anchor_model_registry_v1 SET base_logit = base_logit + 1 WHERE model_key = :k",
+                "its registry row cannot change after registration",
+            ),
+            (
+                "INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 7, 0.1, 0.2, 0)",
+                "can only be added in the transaction that registers the model",
+            ),
+        ]:
             with pytest.raises(DBAPIError, match=f"model '{k}' .*{message}") as info, engine.begin() as conn:
                 conn.execute(sa.text(sql), {"k": k})
             assert info.value.orig.sqlstate == "42501"
@@ -290,6 +382,7 @@ def test_twenty_concurrent_promotions_serialise_into_one_history_chain(certified
                 results[k] = promote.promote(wide, k, "racer", f"race {k}")
             except Exception as exc:  # recorded and asserted below
                 results[k] = exc
+
         return run
 
     try:
@@ -385,9 +478,12 @@ def _promotion_lock_held(engine) -> bool:
 
 def _lock_waiters(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
-            "AND query LIKE '%promote_woe_anchor_model%'")).scalar_one()
+        return conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND query LIKE '%promote_woe_anchor_model%'"
+            )
+        ).scalar_one()
 
 
 def _wait_until_a_promotion_waits(engine, message: str) -> None:
@@ -423,8 +519,9 @@ def test_a_promotion_killed_before_commit_changes_nothing(certified_engine):
     victim_engine, victim, pid = _start_uncommitted_promotion(engine, key(1))
     assert _promotion_lock_held(engine), "the victim should hold the promotion lock"
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active")
-                            ).scalar_one() == key(0)
+        assert conn.execute(
+            sa.text("SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active")
+        ).scalar_one() == key(0)
     _kill(engine, victim_engine, victim, pid)
     assert state(engine) == before
     assert registry.active_model_key(engine) == key(0)
@@ -491,7 +588,11 @@ def test_rollback_restores_the_previous_model_and_records_it(certified_engine):
     assert registry.active_model_key(engine) == key(1)
     latest = promote.history(engine).iloc[0]
     assert (latest["from_model_key"], latest["to_model_key"], latest["actor"], latest["reason"]) == (
-        key(2), key(1), "carol", "key 2 misbehaves")
+        key(2),
+        key(1),
+        "carol",
+        "key 2 misbehaves",
+    )
     assert promote.rollback(engine, "carol", "undo the rollback") == key(2)
     assert chain(engine)[-1] == (key(1), key(2))
 
@@ -502,8 +603,11 @@ def test_rollback_without_a_previous_model_is_refused(certified_engine, promotio
     if promotions:
         promote.promote(certified_engine, key(1), "t", "first")
     before = state(certified_engine)
-    message = ("no promotion has been recorded" if not promotions else
-               f"the latest promotion \\(#\\d+, to '{key(1)}'\\) had no previously active model")
+    message = (
+        "no promotion has been recorded"
+        if not promotions
+        else f"the latest promotion \\(#\\d+, to '{key(1)}'\\) had no previously active model"
+    )
     with pytest.raises(PromotionRefused, match="rollback refused: " + message):
         promote.rollback(certified_engine, "t", "oops")
     assert state(certified_engine) == before
@@ -517,21 +621,30 @@ def test_rollback_is_refused_when_the_active_model_was_switched_outside_the_hist
     with engine.begin() as conn:  # the owner's break-glass: no history row, a break-glass record instead
         break_glass(conn, "test: switch the active model outside the history")
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false WHERE is_active"))
-        conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
-                     {"k": key(3)})
+        conn.execute(
+            sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"), {"k": key(3)}
+        )
     before = state(engine)
-    with pytest.raises(PromotionRefused, match=f"rollback refused: the active model is '{key(3)}', not '{key(2)}' "
-                                               r"that the latest promotion \(#\d+\) activated"):
+    with pytest.raises(
+        PromotionRefused,
+        match=f"rollback refused: the active model is '{key(3)}', not '{key(2)}' "
+        r"that the latest promotion \(#\d+\) activated",
+    ):
         promote.rollback(engine, "t", "oops")
     assert state(engine) == before
 
 
 def _artifact_counts(engine, model_key) -> list[int]:
     with engine.connect() as conn:
-        return [conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE model_key = :k"), {"k": model_key}
-                             ).scalar_one()
-                for table in ["ml.woe_anchor_model_registry_v1", "ml.woe_anchor_cuts_v1", "ml.woe_anchor_map_v1",
-                              "ml.woe_anchor_scores_v1"]]
+        return [
+            conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE model_key = :k"), {"k": model_key}).scalar_one()
+            for table in [
+                "ml.woe_anchor_model_registry_v1",
+                "ml.woe_anchor_cuts_v1",
+                "ml.woe_anchor_map_v1",
+                "ml.woe_anchor_scores_v1",
+            ]
+        ]
 
 
 def test_deleting_a_candidate_removes_it_and_all_its_artifacts(certified_engine):
@@ -543,15 +656,24 @@ def test_deleting_a_candidate_removes_it_and_all_its_artifacts(certified_engine)
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 0, 0.4, 0.5, 10)"), {"k": key(1)})
         assert _scores_partitioned(conn), "ml.woe_anchor_scores_v1 is no longer partitioned per model"
         # one partition per model, named as training names it
-        conn.execute(sa.text(f'CREATE TABLE ml."{_partition(conn, key(1))}" PARTITION OF ml.woe_anchor_scores_v1 '
-                             f"FOR VALUES IN ('{key(1)}')"))
-        conn.execute(sa.text(
-            "INSERT INTO ml.woe_anchor_scores_v1 (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, "
-            "p_slow21, slow21) SELECT :k, generation, listing_id, t0, 0, true, 0, 0.5, 1 "
-            "FROM ml.socio_market_snapshots LIMIT 5"), {"k": key(1)})
+        conn.execute(
+            sa.text(
+                f'CREATE TABLE ml."{_partition(conn, key(1))}" PARTITION OF ml.woe_anchor_scores_v1 '
+                f"FOR VALUES IN ('{key(1)}')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO ml.woe_anchor_scores_v1 (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, "
+                "p_slow21, slow21) SELECT :k, generation, listing_id, t0, 0, true, 0, 0.5, 1 "
+                "FROM ml.socio_market_snapshots LIMIT 5"
+            ),
+            {"k": key(1)},
+        )
     with engine.connect() as conn:
-        n_map = conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_map_v1 WHERE model_key = :k"),
-                             {"k": key(1)}).scalar_one()
+        n_map = conn.execute(
+            sa.text("SELECT count(*) FROM ml.woe_anchor_map_v1 WHERE model_key = :k"), {"k": key(1)}
+        ).scalar_one()
     assert n_map == sum(map(len, VALUES.values())), "the demo data shows every band value"
     assert _artifact_counts(engine, key(1)) == [1, 2, n_map, 5]
     with engine.connect() as conn:
@@ -569,15 +691,20 @@ def _partition(conn, model_key: str) -> str:
 
 
 def _scores_partitioned(conn) -> bool:
-    return conn.execute(sa.text("SELECT EXISTS (SELECT FROM pg_partitioned_table "
-                                "WHERE partrelid = 'ml.woe_anchor_scores_v1'::regclass)")).scalar_one()
+    return conn.execute(
+        sa.text(
+            "SELECT EXISTS (SELECT FROM pg_partitioned_table WHERE partrelid = 'ml.woe_anchor_scores_v1'::regclass)"
+        )
+    ).scalar_one()
 
 
 @pytest.mark.parametrize(
     ("target", "message"),
-    [(key(2), f"model '{key(2)}' cannot be deleted: it is the active model"),
-     (key(1), f"model '{key(1)}' cannot be deleted: it appears in the promotion history \\(promotion #\\d+\\)"),
-     (key(9), f"model '{key(9)}' cannot be deleted: it does not exist")],
+    [
+        (key(2), f"model '{key(2)}' cannot be deleted: it is the active model"),
+        (key(1), f"model '{key(1)}' cannot be deleted: it appears in the promotion history \\(promotion #\\d+\\)"),
+        (key(9), f"model '{key(9)}' cannot be deleted: it does not exist"),
+    ],
 )
 def test_deleting_the_active_or_a_promoted_model_is_refused(certified_engine, target, message):
     engine = certified_engine
@@ -597,10 +724,15 @@ def test_deleting_the_active_or_a_promoted_model_is_refused(certified_engine, ta
 def test_history_is_append_only(certified_engine):
     add_candidates(certified_engine, key(1))
     promote.promote(certified_engine, key(1), "t", "first")
-    for sql in ["UPDATE ml.woe_anchor_promotions_v1 SET reason = 'rewritten'",
-                "DELETE FROM ml.woe_anchor_promotions_v1", "TRUNCATE ml.woe_anchor_promotions_v1"]:
-        with pytest.raises(DBAPIError, match="ml.woe_anchor_promotions_v1 is append-only"), \
-                certified_engine.begin() as conn:
+    for sql in [
+        "UPDATE ml.woe_anchor_promotions_v1 SET reason = 'rewritten'",
+        "DELETE FROM ml.woe_anchor_promotions_v1",
+        "TRUNCATE ml.woe_anchor_promotions_v1",
+    ]:
+        with (
+            pytest.raises(DBAPIError, match="ml.woe_anchor_promotions_v1 is append-only"),
+            certified_engine.begin() as conn,
+        ):
             conn.execute(sa.text(sql))
     assert len(promote.history(certified_engine)) == 1
 
@@ -614,9 +746,16 @@ def test_history_rejects_a_bad_limit(engine, limit):
 def test_rows_cannot_be_added_to_a_model_registered_earlier(certified_engine):
     """Otherwise a map row inserted by a transaction open during a promotion would join the active model."""
     add_candidates(certified_engine, key(1))
-    for sql in ["INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 3, 0.1, 0.2, 0)",
-                "INSERT INTO ml.woe_anchor_map_v1 VALUES (:k, 3, 'dsold', 'dSold_low', 0.5, 1, 1, 1, 1)"]:
-        with pytest.raises(DBAPIError, match=f"rows of model '{key(1)}' can only be added in the transaction "
-                                             "that registers the model"), certified_engine.begin() as conn:
+    for sql in [
+        "INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, 3, 0.1, 0.2, 0)",
+        "INSERT INTO ml.woe_anchor_map_v1 VALUES (:k, 3, 'dsold', 'dSold_low', 0.5, 1, 1, 1, 1)",
+    ]:
+        with (
+            pytest.raises(
+                DBAPIError,
+                match=f"rows of model '{key(1)}' can only be added in the transaction that registers the model",
+            ),
+            certified_engine.begin() as conn,
+        ):
             conn.execute(sa.text(sql), {"k": key(1)})
     assert all(c.passed is not False for c in promote.preflight(certified_engine, key(1)))

@@ -10,11 +10,21 @@ LOGIN = reviewer.Settings(login_configured=True, promoters=("pat@example.com",),
 
 @pytest.mark.parametrize(
     ("env", "secrets", "login", "expected"),
-    [({}, None, False, reviewer.Settings(False, (), False)),
-     ({"WOE_PROMOTERS": "A@x.com, b@x.com", "WOE_FOUR_EYES": "yes"}, None, True,
-      reviewer.Settings(True, ("a@x.com", "b@x.com"), True)),
-     ({"WOE_PROMOTERS": "env@x.com"}, {"WOE_PROMOTERS": ["Sec@x.com"], "WOE_FOUR_EYES": "0"}, True,
-      reviewer.Settings(True, ("sec@x.com",), False))],
+    [
+        ({}, None, False, reviewer.Settings(False, (), False)),
+        (
+            {"WOE_PROMOTERS": "A@x.com, b@x.com", "WOE_FOUR_EYES": "yes"},
+            None,
+            True,
+            reviewer.Settings(True, ("a@x.com", "b@x.com"), True),
+        ),
+        (
+            {"WOE_PROMOTERS": "env@x.com"},
+            {"WOE_PROMOTERS": ["Sec@x.com"], "WOE_FOUR_EYES": "0"},
+            True,
+            reviewer.Settings(True, ("sec@x.com",), False),
+        ),
+    ],
 )
 def test_settings_come_from_secrets_then_environment(env, secrets, login, expected):
     assert reviewer.settings_from(env, secrets, login) == expected
@@ -28,10 +38,18 @@ def test_local_mode_acts_as_the_local_actor(monkeypatch):
 
 @pytest.mark.parametrize(
     ("user", "name", "can", "why"),
-    [(None, None, False, "sign in"), ({"is_logged_in": False}, None, False, "sign in"),
-     ({"is_logged_in": True, "email": "Pat@Example.com"}, "Pat@Example.com", True, ""),
-     ({"is_logged_in": True, "email": "eve@example.com"}, "eve@example.com", False, "not in the configured promoters"),
-     ({"is_logged_in": True}, None, False, "no email or name")],
+    [
+        (None, None, False, "sign in"),
+        ({"is_logged_in": False}, None, False, "sign in"),
+        ({"is_logged_in": True, "email": "Pat@Example.com"}, "Pat@Example.com", True, ""),
+        (
+            {"is_logged_in": True, "email": "eve@example.com"},
+            "eve@example.com",
+            False,
+            "not in the configured promoters",
+        ),
+        ({"is_logged_in": True}, None, False, "no email or name"),
+    ],
 )
 def test_signed_in_users_promote_only_when_listed(user, name, can, why):
     who = reviewer.reviewer_from(user, LOGIN)
@@ -91,7 +109,9 @@ def test_checklist_adds_advisory_metrics_and_a_blocking_four_eyes_check(two_mode
     rules = reviewer.Settings(True, ("bob",), four_eyes=True)
     bob = reviewer.reviewer_from({"is_logged_in": True, "name": "bob"}, rules)
     checks = {c.name: c for c in reviewer.checklist(engine, bob, rules, second)}
-    assert {"model_exists", "artifacts_complete", "certification_fresh", "metrics_vs_active", "four_eyes"} <= set(checks)
+    assert {"model_exists", "artifacts_complete", "certification_fresh", "metrics_vs_active", "four_eyes"} <= set(
+        checks
+    )
     assert checks["metrics_vs_active"].detail.startswith("AUC ") and "common rows" in checks["metrics_vs_active"].detail
     assert not checks["four_eyes"].passed and "(declared bob)" in checks["four_eyes"].detail
     assert reviewer.blocking(list(checks.values())) == ["four_eyes"]
@@ -129,9 +149,13 @@ def test_promotion_refuses_a_digest_other_than_the_reviewed_one(two_models):
     digest = registry.artifact_digest(engine, second)
     assert len(digest) == 64 and digest != registry.artifact_digest(engine, first)
     assert digest == registry.artifact_digest(engine, second)  # deterministic
-    with pytest.raises(PromotionRefused, match=f"its artifact digest is {digest}, not {'0' * 64} that the reviewer saw"):
-        reviewer.promote_as(engine, me, local, second, "stale view", expected_digest="0" * 64,
-                            acknowledged=("metrics_vs_active",))
-    reviewer.promote_as(engine, me, local, second, "as reviewed", expected_digest=digest,
-                        acknowledged=("metrics_vs_active",))
+    with pytest.raises(
+        PromotionRefused, match=f"its artifact digest is {digest}, not {'0' * 64} that the reviewer saw"
+    ):
+        reviewer.promote_as(
+            engine, me, local, second, "stale view", expected_digest="0" * 64, acknowledged=("metrics_vs_active",)
+        )
+    reviewer.promote_as(
+        engine, me, local, second, "as reviewed", expected_digest=digest, acknowledged=("metrics_vs_active",)
+    )
     assert registry.active_model_key(engine) == second

@@ -47,40 +47,70 @@ def scalar(engine, statement: str, params: dict | None = None):
 
 def test_group_roles_exist_and_cannot_log_in(engine, login):
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text(
-            "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY (:g)"), {"g": list(GROUPS)}).all())
+        rows = dict(
+            conn.execute(
+                sa.text("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY (:g)"), {"g": list(GROUPS)}
+            ).all()
+        )
     assert rows == dict.fromkeys(GROUPS, False)
 
 
 def test_reader_reads_guarded_scores_and_nothing_else(live, login):
     reader = login("woe_reader")
     snapshots = scalar(live, "SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")
-    assert scalar(reader, "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v WHERE model_key = :k",
-                  {"k": KEY_A}) == snapshots > 0
+    assert (
+        scalar(reader, "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v WHERE model_key = :k", {"k": KEY_A})
+        == snapshots
+        > 0
+    )
     # The banding function inside the score views runs with the caller's rights and reads the entrypoint.
     assert scalar(reader, "SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v") == snapshots
-    for table in ["ml.socio_market_snapshots", "ml.iphone_image_features", "ml.woe_anchor_model_registry_v1",
-                  "ml.woe_anchor_map_v1", "ml.woe_anchor_scores_live_v1", "ml.woe_anchor_scores_by_model_train_v",
-                  "ml.woe_anchor_promotions_v1", "audit.dataset_certifications"]:
+    for table in [
+        "ml.socio_market_snapshots",
+        "ml.iphone_image_features",
+        "ml.woe_anchor_model_registry_v1",
+        "ml.woe_anchor_map_v1",
+        "ml.woe_anchor_scores_live_v1",
+        "ml.woe_anchor_scores_by_model_train_v",
+        "ml.woe_anchor_promotions_v1",
+        "audit.dataset_certifications",
+    ]:
         denied(reader, f"SELECT * FROM {table} LIMIT 1")
-    denied(reader, "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
-                   "VALUES ('ml.woe_anchor_feature_store_t0_v1_v', 'reader', true, '[]')")
+    denied(
+        reader,
+        "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
+        "VALUES ('ml.woe_anchor_feature_store_t0_v1_v', 'reader', true, '[]')",
+    )
     denied(reader, "DELETE FROM ml.woe_anchor_map_v1")
-    denied(reader, "SELECT ml.promote_woe_anchor_model(:k, 'reader', 'why not')", {"k": KEY_B},
-           match="permission denied for function promote_woe_anchor_model")
+    denied(
+        reader,
+        "SELECT ml.promote_woe_anchor_model(:k, 'reader', 'why not')",
+        {"k": KEY_B},
+        match="permission denied for function promote_woe_anchor_model",
+    )
     denied(reader, "SELECT ml.delete_woe_anchor_model(:k)", {"k": KEY_B})
     # Certification metadata is not public: a login that may use schema audit but holds
     # none of the roles cannot call the guard to probe certifications.
     outsider = login(None)
     with live.begin() as conn:
         conn.execute(sa.text(f'GRANT USAGE ON SCHEMA audit TO "{outsider.url.username}"'))
-    denied(outsider, "SELECT audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', '1 day')",
-           match="permission denied for function require_certified_strict")
+    denied(
+        outsider,
+        "SELECT audit.require_certified_strict('ml.woe_anchor_feature_store_t0_v1_v', '1 day')",
+        match="permission denied for function require_certified_strict",
+    )
     # The guard still fails closed for the reader once the data changes after certification.
     with live.begin() as conn:
-        conn.execute(sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships "
-                             "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"))
-    with pytest.raises(DBAPIError, match="is not certified: its data or definition changed") as info, reader.connect() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
+    with (
+        pytest.raises(DBAPIError, match="is not certified: its data or definition changed") as info,
+        reader.connect() as conn,
+    ):
         conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_scores_live_train_v")).scalar()
     assert info.value.orig.sqlstate == "WC001"
 
@@ -92,30 +122,61 @@ def test_trainer_writes_and_deletes_candidates_but_cannot_promote(live, login):
         insert_model(conn, key, handwritten_map())
     assert scalar(live, "SELECT created_by FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k", {"k": key})
     assert scalar(trainer, "SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v") > 0
-    assert scalar(trainer, "SELECT count(*) FROM ml.woe_anchor_scores_by_model_train_v WHERE model_key = :k",
-                  {"k": key}) > 0
+    assert (
+        scalar(trainer, "SELECT count(*) FROM ml.woe_anchor_scores_by_model_train_v WHERE model_key = :k", {"k": key})
+        > 0
+    )
     with pytest.raises(DBAPIError, match="permission denied for table break_glass_log"), trainer.begin() as conn:
         insert_model(conn, "tom_aft_v1_20260601_000004", handwritten_map(), active=True)
-    with pytest.raises(DBAPIError, match="cannot be registered as active: new models start inactive"), \
-            trainer.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
-            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-            "dsold_t4, created_by) SELECT 'tom_aft_v1_20260601_000004', train_cutoff_ts, half_life_days, eps, "
-            "n_folds, band_schema_version, code_sha256, true, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-            "dsold_t4, 't' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"), {"k": key})
-    denied(trainer, "UPDATE ml.woe_anchor_model_registry_v1 SET is_active = (model_key = :k)", {"k": key},
-           match="permission denied for table woe_anchor_model_registry_v1")
-    denied(trainer, "SELECT ml.promote_woe_anchor_model(:k, 'trainer', 'self-promotion')", {"k": key},
-           match="permission denied for function promote_woe_anchor_model")
-    denied(trainer, "DELETE FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k", {"k": KEY_A},
-           match="permission denied for table woe_anchor_model_registry_v1")
-    denied(trainer, "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k", {"k": key},
-           match="permission denied for table woe_anchor_map_v1")
-    denied(trainer, "DELETE FROM ml.woe_anchor_scores_v1 WHERE model_key = :k", {"k": KEY_A},
-           match="permission denied for table woe_anchor_scores_v1")
-    denied(trainer, "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
-                    "VALUES ('ml.woe_anchor_feature_store_t0_v1_v', 'trainer', true, '[]')")
+    with (
+        pytest.raises(DBAPIError, match="cannot be registered as active: new models start inactive"),
+        trainer.begin() as conn,
+    ):
+        conn.execute(
+            sa.text(
+                "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+                "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
+                "dsold_t4, created_by) SELECT 'tom_aft_v1_20260601_000004', train_cutoff_ts, half_life_days, eps, "
+                "n_folds, band_schema_version, code_sha256, true, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
+                "dsold_t4, 't' FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"
+            ),
+            {"k": key},
+        )
+    denied(
+        trainer,
+        "UPDATE ml.woe_anchor_model_registry_v1 SET is_active = (model_key = :k)",
+        {"k": key},
+        match="permission denied for table woe_anchor_model_registry_v1",
+    )
+    denied(
+        trainer,
+        "SELECT ml.promote_woe_anchor_model(:k, 'trainer', 'self-promotion')",
+        {"k": key},
+        match="permission denied for function promote_woe_anchor_model",
+    )
+    denied(
+        trainer,
+        "DELETE FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k",
+        {"k": KEY_A},
+        match="permission denied for table woe_anchor_model_registry_v1",
+    )
+    denied(
+        trainer,
+        "DELETE FROM ml.woe_anchor_map_v1 WHERE model_key = :k",
+        {"k": key},
+        match="permission denied for table woe_anchor_map_v1",
+    )
+    denied(
+        trainer,
+        "DELETE FROM ml.woe_anchor_scores_v1 WHERE model_key = :k",
+        {"k": KEY_A},
+        match="permission denied for table woe_anchor_scores_v1",
+    )
+    denied(
+        trainer,
+        "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
+        "VALUES ('ml.woe_anchor_feature_store_t0_v1_v', 'trainer', true, '[]')",
+    )
     promote.delete_candidate(trainer, key)
     assert scalar(live, "SELECT count(*) FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k", {"k": key}) == 0
     assert registry.active_model_key(live) == KEY_A
@@ -126,14 +187,23 @@ def test_certifier_records_certifications_only(live, login):
     name = certifier.url.username
     result = certify.certify(certifier, "cert-bot")
     assert result.passed, result.summary()
-    assert scalar(live, "SELECT db_user FROM audit.dataset_certifications WHERE certification_id = :i",
-                  {"i": result.certification_id}) == name
+    assert (
+        scalar(
+            live,
+            "SELECT db_user FROM audit.dataset_certifications WHERE certification_id = :i",
+            {"i": result.certification_id},
+        )
+        == name
+    )
     denied(certifier, "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key) VALUES ('tom_aft_v1_20260601_000005')")
     denied(certifier, "SELECT * FROM ml.socio_market_snapshots LIMIT 1")
     denied(certifier, "SELECT ml.promote_woe_anchor_model(:k, 'cert-bot', 'x')", {"k": KEY_B})
     denied(certifier, "UPDATE audit.dataset_certifications SET passed = true")
-    denied(certifier, "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
-                      "VALUES ('ml.woe_anchor_feature_store_t0_v1_v', 'cert-bot', true, '[]')")
+    denied(
+        certifier,
+        "INSERT INTO audit.dataset_certifications (dataset, certified_by, passed, checks) "
+        "VALUES ('ml.woe_anchor_feature_store_t0_v1_v', 'cert-bot', true, '[]')",
+    )
     denied(certifier, "SELECT audit.lock_dataset_sources('ml.woe_anchor_model_registry_v1')")
 
 
@@ -145,14 +215,23 @@ def test_promoter_promotes_and_rolls_back_but_cannot_write_models(live, login):
     assert registry.active_model_key(live) == KEY_B
     assert promote.history(promoter)["db_user"].iloc[0] == promoter.url.username
     assert promote.rollback(promoter, "dana", "undo") == KEY_A
-    with pytest.raises(DBAPIError, match="permission denied for table woe_anchor_model_registry_v1"), \
-            promoter.begin() as conn:
+    with (
+        pytest.raises(DBAPIError, match="permission denied for table woe_anchor_model_registry_v1"),
+        promoter.begin() as conn,
+    ):
         insert_model(conn, "tom_aft_v1_20260601_000006", handwritten_map())
     denied(promoter, "UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false")
-    denied(promoter, "INSERT INTO ml.woe_anchor_promotions_v1 (actor, to_model_key, reason) VALUES ('d', :k, 'r')",
-           {"k": KEY_B})
-    denied(promoter, "SELECT ml.delete_woe_anchor_model(:k)", {"k": KEY_B},
-           match="permission denied for function delete_woe_anchor_model")
+    denied(
+        promoter,
+        "INSERT INTO ml.woe_anchor_promotions_v1 (actor, to_model_key, reason) VALUES ('d', :k, 'r')",
+        {"k": KEY_B},
+    )
+    denied(
+        promoter,
+        "SELECT ml.delete_woe_anchor_model(:k)",
+        {"k": KEY_B},
+        match="permission denied for function delete_woe_anchor_model",
+    )
     denied(promoter, "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v")
 
 
@@ -166,13 +245,16 @@ def test_a_promoter_still_needs_fresh_certification(demo_engine, login):
 
 def test_trainer_trains_promoter_promotes_reader_reads(certified_engine, login):
     trainer, promoter, reader = login("woe_trainer"), login("woe_promoter"), login("woe_reader")
-    key = train.train(trainer, train.TrainParams(train.default_cutoff(*train.data_window(trainer)[:2])),
-                      "trainer-bot").model_key
+    key = train.train(
+        trainer, train.TrainParams(train.default_cutoff(*train.data_window(trainer)[:2])), "trainer-bot"
+    ).model_key
     assert all(c.passed is not False for c in promote.preflight(promoter, key))
     promote.promote(promoter, key, "dana", "first trained model")
     snapshots = scalar(certified_engine, "SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")
-    assert scalar(reader, "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v WHERE model_key = :k",
-                  {"k": key}) == snapshots
+    assert (
+        scalar(reader, "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v WHERE model_key = :k", {"k": key})
+        == snapshots
+    )
 
 
 def test_nobody_but_the_owner_can_switch_is_active_by_hand(live, login):
@@ -181,16 +263,18 @@ def test_nobody_but_the_owner_can_switch_is_active_by_hand(live, login):
     for group in (*GROUPS, None):
         engine = login(group)
         denied(engine, bypass, match="permission denied for (table break_glass_log|schema audit)")
-        denied(engine, switch, {"k": KEY_B},
-               match="permission denied for (table woe_anchor_model_registry_v1|schema ml)")
+        denied(
+            engine, switch, {"k": KEY_B}, match="permission denied for (table woe_anchor_model_registry_v1|schema ml)"
+        )
     # Even a login granted UPDATE on the registry outright is stopped by the trigger.
     rogue = login(None)
     with live.begin() as conn:
         conn.connection.driver_connection.execute(
-            sql.SQL("GRANT USAGE ON SCHEMA ml TO {0}; GRANT SELECT, UPDATE ON ml.woe_anchor_model_registry_v1 TO {0}")
-            .format(sql.Identifier(rogue.url.username)))
-    with pytest.raises(DBAPIError, match="is_active of model '.*' cannot be changed directly"), \
-            rogue.begin() as conn:
+            sql.SQL(
+                "GRANT USAGE ON SCHEMA ml TO {0}; GRANT SELECT, UPDATE ON ml.woe_anchor_model_registry_v1 TO {0}"
+            ).format(sql.Identifier(rogue.url.username))
+        )
+    with pytest.raises(DBAPIError, match="is_active of model '.*' cannot be changed directly"), rogue.begin() as conn:
         conn.execute(sa.text(switch), {"k": KEY_B})
     assert registry.active_model_key(live) == KEY_A
     # The owner is refused too, unless it deliberately breaks the glass (logged, no history row).
@@ -198,8 +282,9 @@ def test_nobody_but_the_owner_can_switch_is_active_by_hand(live, login):
     with live.begin() as conn:
         conn.execute(sa.text(bypass))
         conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = false WHERE is_active"))
-        conn.execute(sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"),
-                     {"k": KEY_B})
+        conn.execute(
+            sa.text("UPDATE ml.woe_anchor_model_registry_v1 SET is_active = true WHERE model_key = :k"), {"k": KEY_B}
+        )
     assert registry.active_model_key(live) == KEY_B
     assert len(promote.history(live)) == 1
     assert scalar(live, "SELECT count(*) FROM audit.break_glass_log WHERE reason = 'let me'") == 1

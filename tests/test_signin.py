@@ -43,12 +43,25 @@ def _wait_for(url: str, proc: subprocess.Popen, what: str) -> None:
 def provider(tmp_path):
     pytest.importorskip("oidc_provider_mock", reason="oidc-provider-mock is not installed (requirements.txt)")
     port = _free_port()
-    users = [json.dumps({"sub": name.split("@")[0], "email": name, "name": name.split("@")[0].title()})
-             for name in (ALICE, BOB)]
+    users = [
+        json.dumps({"sub": name.split("@")[0], "email": name, "name": name.split("@")[0].title()})
+        for name in (ALICE, BOB)
+    ]
     log = open(tmp_path / "provider.log", "w")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen([sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
-                             *[arg for u in users for arg in ("--user-claims", u)]],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "oidc_provider_mock",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *[arg for u in users for arg in ("--user-claims", u)],
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for(f"{url}/.well-known/openid-configuration", proc, "the OpenID Connect provider")
@@ -77,14 +90,31 @@ def signin_app(two_models, provider, tmp_path, login, monkeypatch):
         'cookie_secret = "a-test-cookie-secret-of-32-characters"\n'
         'client_id = "woe-review-app"\n'
         'client_secret = "a-test-client-secret"\n'
-        f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n')
+        f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n'
+    )
     SHOTS.mkdir(parents=True, exist_ok=True)
     log = open(SHOTS.parent / f"streamlit-signin-{port}.log", "w")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--secrets.files", str(secrets)],
-        cwd=ROOT, env={**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"},
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--secrets.files",
+            str(secrets),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_for(f"{app_url}/_stcore/health", proc, "the app")
         yield app_url, app_login, first, second
@@ -152,8 +182,9 @@ def test_sign_in_promoters_four_eyes_and_sign_out(page, signin_app):
     _open(page, f"{app_url}/promote?model={own}")
     page.get_by_text(f"Signed in as {ALICE}").first.wait_for()
     checklist = _checklist_text(page)
-    assert "four_eyes" in checklist and f"trained by sso:{ALICE} (declared {ALICE}), promoting as sso:{ALICE}" \
-        in checklist, checklist
+    assert (
+        "four_eyes" in checklist and f"trained by sso:{ALICE} (declared {ALICE}), promoting as sso:{ALICE}" in checklist
+    ), checklist
     button = page.get_by_role("button", name="Promote…")
     assert button.is_disabled()
     page.screenshot(path=SHOTS / "signin-four-eyes.png", full_page=True)
@@ -167,6 +198,7 @@ def test_sign_in_promoters_four_eyes_and_sign_out(page, signin_app):
     page.get_by_text("is now the active model").wait_for()
     assert registry.active_model_key(engine) == second
     with engine.connect() as conn:
-        actor = conn.execute(sa.text("SELECT actor FROM ml.woe_anchor_promotions_v1 "
-                                     "ORDER BY promotion_id DESC LIMIT 1")).scalar_one()
+        actor = conn.execute(
+            sa.text("SELECT actor FROM ml.woe_anchor_promotions_v1 ORDER BY promotion_id DESC LIMIT 1")
+        ).scalar_one()
     assert actor == ALICE

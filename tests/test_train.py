@@ -75,8 +75,11 @@ def reference(rows, cutoff, h, eps, k, thresholds=T):
     for r in train_rows:
         mod = models[r["fold"]]
         bands = reference_bands(r, thresholds, mod["cuts"])
-        oof[(r["listing_id"], r["t0"])] = (r["fold"], r["y"],
-                                           mod["base"] + sum(mod["woe"].get(bv, 0.0) for bv in bands.items()))
+        oof[(r["listing_id"], r["t0"])] = (
+            r["fold"],
+            r["y"],
+            mod["base"] + sum(mod["woe"].get(bv, 0.0) for bv in bands.items()),
+        )
     return {"models": models, "oof": oof, "train_rows": train_rows, "eval_rows": eval_rows}
 
 
@@ -103,14 +106,31 @@ def test_engine_matches_reference(engine, seed, eps, h, k):
     result = train.train(engine, train.TrainParams(CUTOFF, h, eps, k), "trainer")
     key = result.model_key
     with engine.connect() as conn:
-        reg = conn.execute(sa.text("SELECT * FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
-                           {"k": key}).mappings().one()
-        cuts = {r.fold_id: (r.c1, r.c2) for r in conn.execute(
-            sa.text("SELECT fold_id, c1, c2 FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k"), {"k": key})}
-        maps = conn.execute(sa.text("SELECT fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg "
-                                    "FROM ml.woe_anchor_map_v1 WHERE model_key = :k"), {"k": key}).all()
-        scores = conn.execute(sa.text("SELECT listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21 "
-                                      "FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"), {"k": key}).all()
+        reg = (
+            conn.execute(sa.text("SELECT * FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"), {"k": key})
+            .mappings()
+            .one()
+        )
+        cuts = {
+            r.fold_id: (r.c1, r.c2)
+            for r in conn.execute(
+                sa.text("SELECT fold_id, c1, c2 FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k"), {"k": key}
+            )
+        }
+        maps = conn.execute(
+            sa.text(
+                "SELECT fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg "
+                "FROM ml.woe_anchor_map_v1 WHERE model_key = :k"
+            ),
+            {"k": key},
+        ).all()
+        scores = conn.execute(
+            sa.text(
+                "SELECT listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21 "
+                "FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"
+            ),
+            {"k": key},
+        ).all()
     final = ref["models"][None]
     assert reg["base_rate"] == pytest.approx(final["p"], rel=1e-12)
     assert reg["base_logit"] == pytest.approx(final["base"], rel=1e-12, abs=1e-12)
@@ -140,27 +160,45 @@ def test_engine_matches_reference(engine, seed, eps, h, k):
 
 
 def _snapshot(conn, lid, t0, sold_at, **features):
-    row = {"listing_id": lid, "generation": "iphone_13", "t0": t0, "delta": 0.0, "tier": "HIGH", "ships": True,
-           "neg": True, "cond": "good", "dmg": 0.1, "bat": 92, "sold_at": sold_at, "asof": t0 - timedelta(hours=1)}
+    row = {
+        "listing_id": lid,
+        "generation": "iphone_13",
+        "t0": t0,
+        "delta": 0.0,
+        "tier": "HIGH",
+        "ships": True,
+        "neg": True,
+        "cond": "good",
+        "dmg": 0.1,
+        "bat": 92,
+        "sold_at": sold_at,
+        "asof": t0 - timedelta(hours=1),
+    }
     row.update(features)
-    conn.execute(sa.text(
-        "INSERT INTO ml.socio_market_snapshots VALUES (:listing_id, :generation, :t0, :delta, :tier, :ships, :neg, "
-        ":cond, :dmg, :bat, :sold_at, :asof)"), row)
-    conn.execute(sa.text("INSERT INTO ml.iphone_image_features VALUES (:l, :t, 6, 0.5, 0.5, 0.5, 0.1, true, false)"),
-                 {"l": lid, "t": t0})
+    conn.execute(
+        sa.text(
+            "INSERT INTO ml.socio_market_snapshots VALUES (:listing_id, :generation, :t0, :delta, :tier, :ships, :neg, "
+            ":cond, :dmg, :bat, :sold_at, :asof)"
+        ),
+        row,
+    )
+    conn.execute(
+        sa.text("INSERT INTO ml.iphone_image_features VALUES (:l, :t, 6, 0.5, 0.5, 0.5, 0.1, true, false)"),
+        {"l": lid, "t": t0},
+    )
 
 
 def test_label_edge_cases(engine):
     c = CUTOFF
     cases = {  # listing_id: (t0, sold_at, expected label in TRAIN or None if not a TRAIN row)
-        101: (c - 40 * DAY, c - 40 * DAY + 21 * DAY, 0),       # sold exactly at t0 + 21 days
-        102: (c - 30 * DAY, c + 5 * DAY, 1),                   # sold after the cutoff, past t0 + 21 days
-        103: (c, None, None),                                  # t0 exactly at the cutoff: EVAL
-        104: (c - 50 * DAY, None, 1),                          # never sold
-        105: (c - 10 * DAY, None, None),                       # unresolved at C: t0 + 21 days > C
-        106: (c - 10 * DAY, c + 2 * DAY, None),                # sells within 21 days but after C: unresolved
-        107: (c - 60 * DAY, c - 30 * DAY, 1),                  # sold, but after t0 + 21 days
-        108: (c - 25 * DAY, c - 20 * DAY, 0),                  # sold within 21 days, before C
+        101: (c - 40 * DAY, c - 40 * DAY + 21 * DAY, 0),  # sold exactly at t0 + 21 days
+        102: (c - 30 * DAY, c + 5 * DAY, 1),  # sold after the cutoff, past t0 + 21 days
+        103: (c, None, None),  # t0 exactly at the cutoff: EVAL
+        104: (c - 50 * DAY, None, 1),  # never sold
+        105: (c - 10 * DAY, None, None),  # unresolved at C: t0 + 21 days > C
+        106: (c - 10 * DAY, c + 2 * DAY, None),  # sells within 21 days but after C: unresolved
+        107: (c - 60 * DAY, c - 30 * DAY, 1),  # sold, but after t0 + 21 days
+        108: (c - 25 * DAY, c - 20 * DAY, 0),  # sold within 21 days, before C
         109: (c - 45 * DAY, c - 44 * DAY, 0),
         110: (c - 90 * DAY, None, 1),
     }
@@ -171,8 +209,12 @@ def test_label_edge_cases(engine):
     assert certify.certify(engine, "t").passed
     result = train.train(engine, train.TrainParams(c, 30.0, 1.0, 2), "t")
     with engine.connect() as conn:
-        got = dict(conn.execute(sa.text("SELECT listing_id, slow21 FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"),
-                                {"k": result.model_key}).all())
+        got = dict(
+            conn.execute(
+                sa.text("SELECT listing_id, slow21 FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"),
+                {"k": result.model_key},
+            ).all()
+        )
     assert got == {lid: y for lid, (_, _, y) in cases.items() if y is not None}
     # EVAL rows are labelled at the data's newest timestamp: 103 (never sold, resolved 21 days on) and 111 is not
     assert result.metrics["counts"]["eval_rows"] == 1
@@ -186,13 +228,21 @@ def test_train_serve_parity(engine):
     with engine.connect() as conn:
         active = conn.execute(sa.text("SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE is_active"))
         assert active.scalars().all() == [key]
-        base = conn.execute(sa.text("SELECT base_logit FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
-                            {"k": key}).scalar_one()
-        fmap = {(f, b, v): w for f, b, v, w in conn.execute(sa.text(
-            "SELECT fold_id, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE model_key = :k"), {"k": key})}
+        base = conn.execute(
+            sa.text("SELECT base_logit FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"), {"k": key}
+        ).scalar_one()
+        fmap = {
+            (f, b, v): w
+            for f, b, v, w in conn.execute(
+                sa.text("SELECT fold_id, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE model_key = :k"),
+                {"k": key},
+            )
+        }
         live = pd.read_sql_query(sa.text("SELECT * FROM ml.woe_anchor_scores_live_train_v"), conn)
-        stored = conn.execute(sa.text("SELECT listing_id, t0, fold_id, woe_logit FROM ml.woe_anchor_scores_v1 "
-                                      "WHERE model_key = :k"), {"k": key}).all()
+        stored = conn.execute(
+            sa.text("SELECT listing_id, t0, fold_id, woe_logit FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"),
+            {"k": key},
+        ).all()
     assert len(live) > 0 and (live["model_key"] == key).all()
     for row in live.to_dict("records"):
         expected = base + sum(fmap.get((None, b, row[col]), 0.0) for b, col in BAND_COLUMNS.items())
@@ -200,12 +250,22 @@ def test_train_serve_parity(engine):
     # OOF: recompute from the stored fold maps (the fold base is implied by the map sums)
     by_key = {(r["listing_id"], r["t0"]): r for r in live.to_dict("records")}
     with engine.connect() as conn:
-        fold_cuts = {f: (c1, c2) for f, c1, c2 in conn.execute(sa.text(
-            "SELECT fold_id, c1, c2 FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k AND fold_id IS NOT NULL"),
-            {"k": key})}
-        sums = conn.execute(sa.text(
-            "SELECT fold_id, sum(w_pos), sum(w_neg) FROM ml.woe_anchor_map_v1 WHERE model_key = :k "
-            "AND fold_id IS NOT NULL AND band_name = 'dsold' GROUP BY fold_id"), {"k": key}).all()
+        fold_cuts = {
+            f: (c1, c2)
+            for f, c1, c2 in conn.execute(
+                sa.text(
+                    "SELECT fold_id, c1, c2 FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k AND fold_id IS NOT NULL"
+                ),
+                {"k": key},
+            )
+        }
+        sums = conn.execute(
+            sa.text(
+                "SELECT fold_id, sum(w_pos), sum(w_neg) FROM ml.woe_anchor_map_v1 WHERE model_key = :k "
+                "AND fold_id IS NOT NULL AND band_name = 'dsold' GROUP BY fold_id"
+            ),
+            {"k": key},
+        ).all()
     fold_base = {f: math.log(w1 / w0) for f, w1, w0 in sums}
     raw = {(r["listing_id"], r["t0"]): r for r in _raw_rows(engine)}
     assert stored
@@ -226,11 +286,19 @@ def test_an_error_after_some_artifacts_leaves_no_trace(engine, monkeypatch):
     with pytest.raises(RuntimeError, match="injected failure"):
         train.train(engine, train.TrainParams(CUTOFF), "t")
     with engine.connect() as conn:
-        for table in ("woe_anchor_model_registry_v1", "woe_anchor_cuts_v1", "woe_anchor_map_v1",
-                      "woe_anchor_scores_v1"):
+        for table in (
+            "woe_anchor_model_registry_v1",
+            "woe_anchor_cuts_v1",
+            "woe_anchor_map_v1",
+            "woe_anchor_scores_v1",
+        ):
             assert conn.execute(sa.text(f"SELECT count(*) FROM ml.{table}")).scalar_one() == 0, table
-        assert conn.execute(sa.text("SELECT count(*) FROM pg_class WHERE starts_with(relname::text, 'woe_anchor_scores_v1__')")
-                            ).scalar_one() == 0
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM pg_class WHERE starts_with(relname::text, 'woe_anchor_scores_v1__')")
+            ).scalar_one()
+            == 0
+        )
 
 
 def test_two_models_in_the_same_second_get_distinct_keys(engine, monkeypatch):

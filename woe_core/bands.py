@@ -37,4 +37,3 @@ BAND_VALUES: dict[str, tuple[str, ...]] = {
     "vdmg": ("vdmg_hi", "vdmg_mid", "vdmg_lo", "vdmg_missing"),
     "acc": ("acc_full", "acc_partial", "acc_none", "acc_missing"),
 }
-

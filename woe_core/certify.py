@@ -59,8 +59,10 @@ class Certification:
     def summary(self) -> str:
         """One line: passed, or which checks failed and on how many rows."""
         if self.passed:
-            return (f"{self.dataset}: certified #{self.certification_id}, {self.row_count:,} rows, "
-                    f"sha256 {self.dataset_sha256}")
+            return (
+                f"{self.dataset}: certified #{self.certification_id}, {self.row_count:,} rows, "
+                f"sha256 {self.dataset_sha256}"
+            )
         failed = "; ".join(f"{c.name} ({c.violations:,} rows: {c.description})" for c in self.failed_checks)
         return f"{self.dataset}: certification #{self.certification_id} FAILED: {failed}"
 
@@ -98,9 +100,13 @@ class CertificationStatus:
     @property
     def fresh(self) -> bool:
         """True when the guarded views would serve rows right now."""
-        return (self.latest is not None and self.latest.passed and self.age is not None
-                and self.age < self.max_age
-                and (self.data_changed_at is None or self.data_changed_at <= self.latest.certified_at))
+        return (
+            self.latest is not None
+            and self.latest.passed
+            and self.age is not None
+            and self.age < self.max_age
+            and (self.data_changed_at is None or self.data_changed_at <= self.latest.certified_at)
+        )
 
     @property
     def reason(self) -> str:
@@ -118,8 +124,17 @@ class CertificationStatus:
 
 def _from_row(r) -> Certification:
     checks = [CheckResult(**c) for c in (r.checks or [])]
-    return Certification(r.certification_id, r.dataset, r.certified_at, r.certified_by, r.passed, r.row_count,
-                         r.dataset_sha256, checks, r.duration_ms)
+    return Certification(
+        r.certification_id,
+        r.dataset,
+        r.certified_at,
+        r.certified_by,
+        r.passed,
+        r.row_count,
+        r.dataset_sha256,
+        checks,
+        r.duration_ms,
+    )
 
 
 _SELECT_CERTS = """
@@ -137,10 +152,12 @@ def status(engine: Engine, dataset: str = ENTRYPOINT) -> CertificationStatus:
             sa.text(_SELECT_CERTS + " WHERE dataset = :d ORDER BY certified_at DESC, certification_id DESC LIMIT 1"),
             {"d": dataset},
         ).one_or_none()
-        changed = conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes WHERE dataset = :d"),
-                               {"d": dataset}).scalar_one_or_none()
-        max_age = conn.execute(sa.text("SELECT max_age FROM audit.certifiable_datasets WHERE dataset = :d"),
-                               {"d": dataset}).scalar_one()
+        changed = conn.execute(
+            sa.text("SELECT changed_at FROM audit.dataset_changes WHERE dataset = :d"), {"d": dataset}
+        ).scalar_one_or_none()
+        max_age = conn.execute(
+            sa.text("SELECT max_age FROM audit.certifiable_datasets WHERE dataset = :d"), {"d": dataset}
+        ).scalar_one()
     if r is None:
         return CertificationStatus(None, None, changed, max_age)
     return CertificationStatus(_from_row(r), r.age, changed, max_age)

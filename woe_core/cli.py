@@ -97,8 +97,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     if models.empty:
         print("no models registered")
     else:
-        columns = ["model_key", "is_active", "created_at", "created_by", "train_cutoff_ts", "half_life_days", "eps",
-                   "n_folds", "base_rate", "oof_auc", "eval_auc"]
+        columns = [
+            "model_key",
+            "is_active",
+            "created_at",
+            "created_by",
+            "train_cutoff_ts",
+            "half_life_days",
+            "eps",
+            "n_folds",
+            "base_rate",
+            "oof_auc",
+            "eval_auc",
+        ]
         print(_table(models[columns]))
     return 0
 
@@ -108,8 +119,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     if frame.empty:
         raise CommandFailed(f"listing {args.listing_id} has no snapshot in the feature store")
     for _, row in frame.iterrows():
-        _say(f"{row['model_key']}  listing {row['listing_id']}  t0 {row['t0']}  "
-             f"p_slow21 {row['woe_anchor_p_slow21']:.4f}  woe_logit {row['woe_logit']:+.4f}")
+        _say(
+            f"{row['model_key']}  listing {row['listing_id']}  t0 {row['t0']}  "
+            f"p_slow21 {row['woe_anchor_p_slow21']:.4f}  woe_logit {row['woe_logit']:+.4f}"
+        )
         with pd.option_context("display.width", 120):
             print(_table(score.contributions(row)))
     return 0
@@ -122,8 +135,11 @@ def cmd_listings(args: argparse.Namespace) -> int:
         found = listings.random_listing(engine)
         print(found if found is not None else "no listings")
         return 0 if found is not None else 1
-    rows = listings.from_id(engine, args.from_id, args.recent) if args.from_id is not None \
+    rows = (
+        listings.from_id(engine, args.from_id, args.recent)
+        if args.from_id is not None
         else listings.newest(engine, args.recent)
+    )
     print(rows.to_string(index=False) if len(rows) else "no listings")
     return 0
 
@@ -141,8 +157,9 @@ def _utc_datetime(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO date or datetime like 2026-08-01 or "
-                                         f"2026-08-01T12:00+00:00, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO date or datetime like 2026-08-01 or 2026-08-01T12:00+00:00, got {text!r}"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -171,8 +188,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
         failed = [c for c in promote.preflight(engine, args.model_key) if c.passed is False]
         if not failed:
             raise
-        raise CommandFailed(f"promotion of {args.model_key!r} refused: "
-                            + "; ".join(f"{c.name}: {c.detail}" for c in failed)) from None
+        raise CommandFailed(
+            f"promotion of {args.model_key!r} refused: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        ) from None
     _say(f"promoted {args.model_key} (history #{promotion_id})")
     return 0
 
@@ -205,8 +223,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--database-url", default=None,
-                        help="PostgreSQL URL (default: WOE_DATABASE_URL, else the embedded server)")
+    parser.add_argument(
+        "--database-url", default=None, help="PostgreSQL URL (default: WOE_DATABASE_URL, else the embedded server)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("init-db", help="apply pending SQL migrations").set_defaults(func=cmd_init_db)
@@ -228,8 +247,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--half-life", type=float, default=train.TrainParams.half_life_days, help="days (> 0)")
     p.add_argument("--eps", type=float, default=train.TrainParams.eps, help="pseudo-count of weight (> 0)")
     p.add_argument("--folds", type=int, default=train.TrainParams.n_folds, help="K >= 2")
-    p.add_argument("--dsold-thresholds", type=float, nargs=4, metavar=("T1", "T2", "T3", "T4"),
-                   default=list(DEFAULT_DSOLD_THRESHOLDS), help="strictly increasing")
+    p.add_argument(
+        "--dsold-thresholds",
+        type=float,
+        nargs=4,
+        metavar=("T1", "T2", "T3", "T4"),
+        default=list(DEFAULT_DSOLD_THRESHOLDS),
+        help="strictly increasing",
+    )
     p.add_argument("--actor", default=None, help="who trains (default: WOE_ACTOR or the OS user)")
     p.set_defaults(func=cmd_train)
 
@@ -255,8 +280,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     sub.add_parser("status", help="database, data, certification and active model").set_defaults(func=cmd_status)
     sub.add_parser("models", help="list the model registry").set_defaults(func=cmd_models)
 
-    p = sub.add_parser("score", help="guarded live score of a listing, with its per-band explanation "
-                                     "(find ids with: listings)")
+    p = sub.add_parser(
+        "score", help="guarded live score of a listing, with its per-band explanation (find ids with: listings)"
+    )
     p.add_argument("listing_id", type=int)
     p.add_argument("--model", default=None, help="score under this model instead of the active one")
     p.set_defaults(func=cmd_score)

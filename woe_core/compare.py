@@ -35,9 +35,12 @@ def metrics(engine: Engine, keys: list[str]) -> dict[str, dict]:
     """The stored metrics document of each model, in the order given; unknown keys are named."""
     keys = _keys(keys)
     with engine.connect() as conn:
-        rows: dict[str, Any] = dict(conn.execute(sa.text(
-            "SELECT model_key, metrics FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"),
-            {"k": keys}).all())
+        rows: dict[str, Any] = dict(
+            conn.execute(
+                sa.text("SELECT model_key, metrics FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"),
+                {"k": keys},
+            ).all()
+        )
     missing = [k for k in keys if k not in rows]
     if missing:
         raise NotFound(f"unknown model(s): {', '.join(repr(k) for k in missing)}")
@@ -48,9 +51,14 @@ def summary(engine: Engine, keys: list[str]) -> pd.DataFrame:
     """One row per model: sizes, base rate and OOF / EVAL AUC, log loss and Brier score."""
     docs = metrics(engine, keys)
     with engine.connect() as conn:
-        reg = frame(conn, sa.text(
-            "SELECT model_key, is_active, created_at, created_by, train_cutoff_ts, half_life_days, eps, n_folds, "
-            "base_rate FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"), {"k": list(docs)})
+        reg = frame(
+            conn,
+            sa.text(
+                "SELECT model_key, is_active, created_at, created_by, train_cutoff_ts, half_life_days, eps, n_folds, "
+                "base_rate FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"
+            ),
+            {"k": list(docs)},
+        )
     reg = reg.set_index("model_key").loc[list(docs)].reset_index()
     for part in ("oof", "eval"):
         for m in ("auc", "log_loss", "brier"):
@@ -70,14 +78,22 @@ def woe_tables(engine: Engine, keys: list[str]) -> pd.DataFrame:
     """
     keys = list(metrics(engine, keys))
     with engine.connect() as conn:
-        m = frame(conn, sa.text(
-            "SELECT model_key, band_name, band_value, woe, w_pos, w_neg, n_pos + n_neg AS n "
-            "FROM ml.woe_anchor_map_v1 WHERE model_key = ANY(:k) AND fold_id IS NULL"), {"k": keys})
+        m = frame(
+            conn,
+            sa.text(
+                "SELECT model_key, band_name, band_value, woe, w_pos, w_neg, n_pos + n_neg AS n "
+                "FROM ml.woe_anchor_map_v1 WHERE model_key = ANY(:k) AND fold_id IS NULL"
+            ),
+            {"k": keys},
+        )
     grid = pd.DataFrame([(b, v) for b in BAND_NAMES for v in BAND_VALUES[b]], columns=["band_name", "band_value"])
     out = grid
     for key in keys:
-        part = m[m["model_key"] == key].drop(columns="model_key").rename(
-            columns={c: f"{c}[{key}]" for c in ("woe", "w_pos", "w_neg", "n")})
+        part = (
+            m[m["model_key"] == key]
+            .drop(columns="model_key")
+            .rename(columns={c: f"{c}[{key}]" for c in ("woe", "w_pos", "w_neg", "n")})
+        )
         out = out.merge(part, on=["band_name", "band_value"], how="left")
     for key in keys[1:]:
         out[f"delta[{key}]"] = out[f"woe[{key}]"] - out[f"woe[{keys[0]}]"]
@@ -89,8 +105,10 @@ def per_band(engine: Engine, keys: list[str], metric: str) -> pd.DataFrame:
     if metric not in ("information_value", "psi"):
         raise InvalidParameter(f"metric must be 'information_value' or 'psi', got {metric!r}")
     docs = metrics(engine, keys)
-    return pd.DataFrame({k: [docs[k].get(metric, {}).get(b) for b in BAND_NAMES] for k in docs},
-                        index=pd.Index(BAND_NAMES, name="band_name")).reset_index()
+    return pd.DataFrame(
+        {k: [docs[k].get(metric, {}).get(b) for b in BAND_NAMES] for k in docs},
+        index=pd.Index(BAND_NAMES, name="band_name"),
+    ).reset_index()
 
 
 def calibration(engine: Engine, keys: list[str], part: str = "eval") -> pd.DataFrame:
@@ -109,8 +127,16 @@ def fold_stability(engine: Engine, key: str, spread_flag: float = SPREAD_FLAG) -
     for s in doc.get("fold_stability", []):
         row = {"band_name": s["band_name"], "band_value": s["band_value"]}
         row.update({f"fold {f}": w for f, w in sorted(s["woe_by_fold"].items(), key=lambda x: int(x[0]))})
-        row.update({"mean": s["mean"], "std": s["std"], "min": s["min"], "max": s["max"],
-                    "spread": s["max"] - s["min"], "sign_flip": s["sign_flip"]})
+        row.update(
+            {
+                "mean": s["mean"],
+                "std": s["std"],
+                "min": s["min"],
+                "max": s["max"],
+                "spread": s["max"] - s["min"],
+                "sign_flip": s["sign_flip"],
+            }
+        )
         row["flagged"] = bool(s["sign_flip"] or row["spread"] > spread_flag)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -139,17 +165,20 @@ class CommonWindow:
 
     def describe(self) -> str:
         n = int(self.metrics["n"].iloc[0]) if len(self.metrics) else 0
-        return (f"snapshots with {self.start:%Y-%m-%d %H:%M} <= t0 < {self.end:%Y-%m-%d %H:%M} UTC, "
-                f"labelled as of {self.asof:%Y-%m-%d %H:%M} UTC: {n:,} resolved rows, the same for every model")
+        return (
+            f"snapshots with {self.start:%Y-%m-%d %H:%M} <= t0 < {self.end:%Y-%m-%d %H:%M} UTC, "
+            f"labelled as of {self.asof:%Y-%m-%d %H:%M} UTC: {n:,} resolved rows, the same for every model"
+        )
 
 
 def default_window(engine: Engine, keys: list[str]) -> tuple[datetime, datetime, datetime]:
     """(start, end, asof): after the latest cutoff among ``keys`` up to the data end, labelled at the data end."""
     keys = list(metrics(engine, keys))
     with engine.connect() as conn:
-        start = conn.execute(sa.text(
-            "SELECT max(train_cutoff_ts) FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"),
-            {"k": keys}).scalar_one()
+        start = conn.execute(
+            sa.text("SELECT max(train_cutoff_ts) FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"),
+            {"k": keys},
+        ).scalar_one()
     t_min, t_max, data_end = train.data_window(engine)
     return start, t_max + timedelta(microseconds=1), data_end
 
@@ -196,8 +225,13 @@ SELECT model_key, least(width_bucket(p, 0, 1, {HISTOGRAM_BINS}), {HISTOGRAM_BINS
 """
 
 
-def common_window_metrics(engine: Engine, keys: list[str], start: datetime | None = None,
-                          end: datetime | None = None, asof: datetime | None = None) -> CommonWindow:
+def common_window_metrics(
+    engine: Engine,
+    keys: list[str],
+    start: datetime | None = None,
+    end: datetime | None = None,
+    asof: datetime | None = None,
+) -> CommonWindow:
     """AUC, log loss, Brier, calibration and score histogram of each model on the same rows.
 
     Every model scores the snapshots with ``start <= t0 < end`` through the guarded
@@ -218,17 +252,30 @@ def common_window_metrics(engine: Engine, keys: list[str], start: datetime | Non
         raise InvalidParameter(f"the window must have start < end, got start={start!r}, end={end!r}")
     params = {"keys": keys, "start": start, "end": end, "asof": asof, "clip": P_CLIP}
     with woe_errors(), engine.begin() as conn:  # the scored rows stay in the database, in a temp table
-        conn.execute(sa.text("CREATE TEMP TABLE _cw_rows ON COMMIT DROP AS "
-                             f"SELECT * FROM ({_window_rows_sql()}) AS x WHERE y IS NOT NULL"), params)
+        conn.execute(
+            sa.text(
+                "CREATE TEMP TABLE _cw_rows ON COMMIT DROP AS "
+                f"SELECT * FROM ({_window_rows_sql()}) AS x WHERE y IS NOT NULL"
+            ),
+            params,
+        )
         summary_rows = frame(conn, sa.text(_common_window_sql()), {"clip": P_CLIP})
         cal = frame(conn, sa.text(_CALIBRATION_SQL))
         hist = frame(conn, sa.text(_HISTOGRAM_SQL))
     found = summary_rows.set_index("model_key")
-    summary_rows = pd.DataFrame([{"model_key": k, "n": int(found.loc[k, "n"]) if k in found.index else 0,
-                                  "positives": int(found.loc[k, "positives"]) if k in found.index else 0,
-                                  "auc": found.loc[k, "auc"] if k in found.index else None,
-                                  "log_loss": found.loc[k, "log_loss"] if k in found.index else None,
-                                  "brier": found.loc[k, "brier"] if k in found.index else None} for k in keys])
+    summary_rows = pd.DataFrame(
+        [
+            {
+                "model_key": k,
+                "n": int(found.loc[k, "n"]) if k in found.index else 0,
+                "positives": int(found.loc[k, "positives"]) if k in found.index else 0,
+                "auc": found.loc[k, "auc"] if k in found.index else None,
+                "log_loss": found.loc[k, "log_loss"] if k in found.index else None,
+                "brier": found.loc[k, "brier"] if k in found.index else None,
+            }
+            for k in keys
+        ]
+    )
     for col in ("auc", "log_loss", "brier"):
         summary_rows[col] = pd.to_numeric(summary_rows[col], errors="coerce").astype(float)
     for col in ("mean_predicted", "observed_rate"):

@@ -11,7 +11,6 @@ SOCIO_STORE = "ml.socio_market_feature_store_train_v"
 IMAGE_STORE = "ml.iphone_image_features_unified_v1_train_v"
 
 
-
 def contract_problems(conn: Connection | Engine) -> list[str]:
     """Every missing store, missing column and wrong type, as readable sentences.
 

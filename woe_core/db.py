@@ -40,8 +40,11 @@ from .errors import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A source checkout keeps its data beside the code; an installed package keeps it in the user's data folder.
 _CHECKOUT = (PROJECT_ROOT / "sql").is_dir() and (PROJECT_ROOT / "woe_core").is_dir()
-DEFAULT_DATA_DIR = (PROJECT_ROOT / ".woe_data" if _CHECKOUT
-                    else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "woe-anchor")
+DEFAULT_DATA_DIR = (
+    PROJECT_ROOT / ".woe_data"
+    if _CHECKOUT
+    else Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "woe-anchor"
+)
 ALLOWED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 CONNECT_TIMEOUT_S = 5
 
@@ -67,7 +70,7 @@ def normalize_url(url: str) -> URL:
             f"allowed: {', '.join(s + '://' for s in ALLOWED_SCHEMES)}"
         )
     if scheme == "postgres":
-        url = "postgresql" + url[len("postgres"):]
+        url = "postgresql" + url[len("postgres") :]
     port = _port_text(url)
     if port and not (port.isdigit() and 1 <= int(port) <= 65535):
         raise DatabaseConfigError(
@@ -161,9 +164,7 @@ def embedded_url(folder: Path | None = None, *, cleanup_mode: str = "stop") -> U
                     warnings.simplefilter("ignore")
                     server = pgserver.get_server(folder, cleanup_mode=cleanup_mode)
             except Exception as exc:
-                raise DatabaseUnavailable(
-                    f"could not start the embedded PostgreSQL in {str(folder)!r}: {exc}"
-                ) from exc
+                raise DatabaseUnavailable(f"could not start the embedded PostgreSQL in {str(folder)!r}: {exc}") from exc
             _embedded[key] = server
         url = normalize_url(server.get_uri())
         _embedded_urls.add(url.render_as_string(hide_password=False))
@@ -197,9 +198,7 @@ def get_engine(url: str | URL | None = None) -> Engine:
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {mask_url(resolved)!r}: {reason}"
-        ) from None
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {mask_url(resolved)!r}: {reason}") from None
     with _lock:
         return _engines.setdefault(key, engine)
 
@@ -233,8 +232,13 @@ def woe_errors() -> Iterator[None]:
     immutable model, a privilege the login lacks) ``GovernanceRefused`` and
     22023 (a parameter the database rejects) ``InvalidParameter``.
     """
-    translated = {GUARD_SQLSTATE: CertificationRequired, "WP001": PromotionRefused, "WL001": LockBusy,
-                  "42501": GovernanceRefused, "22023": InvalidParameter}
+    translated = {
+        GUARD_SQLSTATE: CertificationRequired,
+        "WP001": PromotionRefused,
+        "WL001": LockBusy,
+        "42501": GovernanceRefused,
+        "22023": InvalidParameter,
+    }
     try:
         yield
     except DBAPIError as exc:
@@ -291,7 +295,7 @@ def fetch_arrays(conn: sa.Connection, select_sql: str, columns: list[tuple[str, 
         for block in copy:
             buffer += block
     header = 19 + int.from_bytes(buffer[15:19], "big")  # signature, flags, extension length + extension
-    body = memoryview(buffer)[header:len(buffer) - 2]  # trailer: int16 -1
+    body = memoryview(buffer)[header : len(buffer) - 2]  # trailer: int16 -1
     rows = np.frombuffer(body, dtype=row_dtype)
     for name, type_name in columns:
         if rows.size and (rows[f"_len_{name}"] != _BINARY_TYPES[type_name][1]).any():

@@ -42,8 +42,10 @@ def describe_params(params: train.TrainParams) -> str:
     """The parameters of a run in one line, as a result names them."""
     c = params.train_cutoff_ts
     cutoff = c.isoformat() if hasattr(c, "isoformat") else repr(c)
-    return (f"cutoff {cutoff}, half-life {params.half_life_days:g} days, eps {params.eps:g}, "
-            f"{params.n_folds} folds, dsold thresholds {', '.join(f'{t:g}' for t in params.dsold_thresholds)}")
+    return (
+        f"cutoff {cutoff}, half-life {params.half_life_days:g} days, eps {params.eps:g}, "
+        f"{params.n_folds} folds, dsold thresholds {', '.join(f'{t:g}' for t in params.dsold_thresholds)}"
+    )
 
 
 class JobRunner:
@@ -62,7 +64,8 @@ class JobRunner:
         if not t_min < params.train_cutoff_ts <= t_max:
             raise InvalidParameter(
                 f"train_cutoff_ts must be {train.PARAMETER_CONSTRAINTS['train_cutoff_ts']}: after "
-                f"{t_min.isoformat()} and at most {t_max.isoformat()}, got {params.train_cutoff_ts.isoformat()!r}")
+                f"{t_min.isoformat()} and at most {t_max.isoformat()}, got {params.train_cutoff_ts.isoformat()!r}"
+            )
         with self._lock:
             job = Job(next(self._ids), actor, params)
             self._jobs[job.job_id] = job

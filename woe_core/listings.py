@@ -26,18 +26,26 @@ def _limit(n: object) -> int:
 
 def _describe(conn, ids_sql: str, params: dict) -> pd.DataFrame:
     """listing_id, number of snapshots, generation and latest t0 of the listings chosen by ``ids_sql``."""
-    return frame(conn, sa.text(
-        f"SELECT i.listing_id, count(*) AS snapshots, max(s.generation) AS generation, max(s.t0) AS latest_t0 "
-        f"FROM ({ids_sql}) AS i JOIN {SOCIO_STORE} AS s ON s.listing_id = i.listing_id "
-        "GROUP BY i.listing_id ORDER BY i.listing_id DESC"), params)
+    return frame(
+        conn,
+        sa.text(
+            f"SELECT i.listing_id, count(*) AS snapshots, max(s.generation) AS generation, max(s.t0) AS latest_t0 "
+            f"FROM ({ids_sql}) AS i JOIN {SOCIO_STORE} AS s ON s.listing_id = i.listing_id "
+            "GROUP BY i.listing_id ORDER BY i.listing_id DESC"
+        ),
+        params,
+    )
 
 
 def newest(engine: Engine, n: int = 10) -> pd.DataFrame:
     """The ``n`` highest listing ids (the demo numbers listings from 10,000,000 in order of creation)."""
     with engine.connect() as conn:
-        return _describe(conn, f"SELECT DISTINCT listing_id FROM (SELECT listing_id FROM {SOCIO_STORE} "
-                               "ORDER BY listing_id DESC LIMIT :n * 20) AS x ORDER BY listing_id DESC LIMIT :n",
-                         {"n": _limit(n)})
+        return _describe(
+            conn,
+            f"SELECT DISTINCT listing_id FROM (SELECT listing_id FROM {SOCIO_STORE} "
+            "ORDER BY listing_id DESC LIMIT :n * 20) AS x ORDER BY listing_id DESC LIMIT :n",
+            {"n": _limit(n)},
+        )
 
 
 def from_id(engine: Engine, start: int, n: int = 10) -> pd.DataFrame:
@@ -45,9 +53,13 @@ def from_id(engine: Engine, start: int, n: int = 10) -> pd.DataFrame:
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
         raise InvalidParameter(f"start must be a non-negative integer listing id, got {start!r}")
     with engine.connect() as conn:
-        rows = _describe(conn, f"SELECT DISTINCT listing_id FROM (SELECT listing_id FROM {SOCIO_STORE} "
-                               "WHERE listing_id >= :s ORDER BY listing_id LIMIT :n * 20) AS x "
-                               "ORDER BY listing_id LIMIT :n", {"s": start, "n": _limit(n)})
+        rows = _describe(
+            conn,
+            f"SELECT DISTINCT listing_id FROM (SELECT listing_id FROM {SOCIO_STORE} "
+            "WHERE listing_id >= :s ORDER BY listing_id LIMIT :n * 20) AS x "
+            "ORDER BY listing_id LIMIT :n",
+            {"s": start, "n": _limit(n)},
+        )
     return rows.sort_values("listing_id").reset_index(drop=True)
 
 
@@ -55,9 +67,12 @@ def random_listing(engine: Engine) -> int | None:
     """A random existing listing id (the first id at or above a uniform draw between the smallest and
     the largest), or None when the store is empty."""
     with engine.connect() as conn:
-        return conn.execute(sa.text(
-            f"WITH r AS (SELECT (SELECT min(listing_id) FROM {SOCIO_STORE}) AS lo, "
-            f"(SELECT max(listing_id) FROM {SOCIO_STORE}) AS hi) "
-            f"SELECT (SELECT listing_id FROM {SOCIO_STORE} "
-            "WHERE listing_id >= r.lo + floor(random() * (r.hi - r.lo + 1))::bigint ORDER BY listing_id LIMIT 1) "
-            "FROM r")).scalar_one()
+        return conn.execute(
+            sa.text(
+                f"WITH r AS (SELECT (SELECT min(listing_id) FROM {SOCIO_STORE}) AS lo, "
+                f"(SELECT max(listing_id) FROM {SOCIO_STORE}) AS hi) "
+                f"SELECT (SELECT listing_id FROM {SOCIO_STORE} "
+                "WHERE listing_id >= r.lo + floor(random() * (r.hi - r.lo + 1))::bigint ORDER BY listing_id LIMIT 1) "
+                "FROM r"
+            )
+        ).scalar_one()

@@ -43,16 +43,28 @@ def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
     out = []
     for i, idx in enumerate(np.array_split(order, bins)):
         if len(idx):
-            out.append({"decile": i + 1, "n": int(len(idx)), "mean_predicted": float(np.mean(p[idx])),
-                        "observed_rate": float(np.mean(y[idx]))})
+            out.append(
+                {
+                    "decile": i + 1,
+                    "n": int(len(idx)),
+                    "mean_predicted": float(np.mean(p[idx])),
+                    "observed_rate": float(np.mean(y[idx])),
+                }
+            )
     return out
 
 
 def summary(p: np.ndarray, y: np.ndarray) -> dict:
     """AUC, log loss, Brier score, base rate and row count of one scored set."""
     y = np.asarray(y, dtype=float)
-    return {"n": int(len(y)), "positive_rate": float(y.mean()) if len(y) else None, "auc": auc(p, y),
-            "log_loss": log_loss(p, y), "brier": brier(p, y), "calibration": calibration(np.asarray(p), y)}
+    return {
+        "n": int(len(y)),
+        "positive_rate": float(y.mean()) if len(y) else None,
+        "auc": auc(p, y),
+        "log_loss": log_loss(p, y),
+        "brier": brier(p, y),
+        "calibration": calibration(np.asarray(p), y),
+    }
 
 
 def information_value(final_map: pd.DataFrame) -> dict[str, float]:
@@ -72,12 +84,19 @@ def fold_stability(maps: pd.DataFrame, n_folds: int) -> list[dict]:
     for (band, value), g in folds.groupby(["band_name", "band_value"], sort=True):
         by_fold = {int(m): float(w) for m, w in zip(g["model"], g["woe"], strict=True)}
         values = np.array(list(by_fold.values()))
-        out.append({
-            "band_name": band, "band_value": value, "woe_by_fold": by_fold, "n_folds": len(values),
-            "mean": float(values.mean()), "std": float(values.std(ddof=0)),
-            "min": float(values.min()), "max": float(values.max()),
-            "sign_flip": bool((values > 0).any() and (values < 0).any()),
-        })
+        out.append(
+            {
+                "band_name": band,
+                "band_value": value,
+                "woe_by_fold": by_fold,
+                "n_folds": len(values),
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=0)),
+                "min": float(values.min()),
+                "max": float(values.max()),
+                "sign_flip": bool((values > 0).any() and (values < 0).any()),
+            }
+        )
     return out
 
 

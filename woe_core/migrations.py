@@ -42,6 +42,8 @@ def source_file(rel: str) -> Path:
     if top == "woe_core":
         return PACKAGE_DIR / rest
     raise ValueError(f"source_file takes a path under 'sql/' or 'woe_core/', got {rel!r}")
+
+
 FILENAME_RE = re.compile(r"^V(?P<version>\d{4})__(?P<name>[a-z0-9]+(?:_[a-z0-9]+)*)\.sql$")
 # pg_advisory_lock key: the first 8 bytes of sha256("woe_core.migrations"), as a signed int64.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"woe_core.migrations").digest()[:8], "big", signed=True)
@@ -113,7 +115,8 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[Migration]:
                 raise
             raise MigrationError(
                 f"another session has held the migration lock (advisory key {LOCK_KEY}) for {LOCK_WAIT_S} s; "
-                "wait for the other migration to finish, or end that session") from None
+                "wait for the other migration to finish, or end that session"
+            ) from None
         finally:
             conn.rollback()
             conn.execute(sa.text("RESET lock_timeout"))
@@ -148,10 +151,7 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[Migration]:
                     except Exception as exc:
                         raise MigrationError(f"migration {migration.path.name!r} failed: {exc}") from exc
                     conn.execute(
-                        sa.text(
-                            "INSERT INTO audit.schema_migrations (version, name, checksum) "
-                            "VALUES (:v, :n, :c)"
-                        ),
+                        sa.text("INSERT INTO audit.schema_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
                         {"v": migration.version, "n": migration.name, "c": migration.checksum},
                     )
                 applied_now.append(migration)
@@ -168,11 +168,12 @@ def _up_to_date(engine: Engine, migrations: list[Migration]) -> bool:
     with engine.connect() as conn:
         if conn.execute(sa.text("SELECT to_regclass('audit.schema_migrations')")).scalar() is None:
             return False
-        if not conn.execute(sa.text(
-                "SELECT has_table_privilege('audit.schema_migrations', 'SELECT')")).scalar_one():
+        if not conn.execute(sa.text("SELECT has_table_privilege('audit.schema_migrations', 'SELECT')")).scalar_one():
             return False
-        ledger = {r.version: r.checksum for r in conn.execute(sa.text(
-            "SELECT version, checksum FROM audit.schema_migrations"))}
+        ledger = {
+            r.version: r.checksum
+            for r in conn.execute(sa.text("SELECT version, checksum FROM audit.schema_migrations"))
+        }
     return ledger == {m.version: m.checksum for m in migrations}
 
 
@@ -182,6 +183,8 @@ def applied(engine: Engine) -> list[dict]:
         if conn.execute(sa.text("SELECT to_regclass('audit.schema_migrations')")).scalar() is None:
             return []
         rows = conn.execute(
-            sa.text("SELECT version, name, checksum, applied_at, applied_by FROM audit.schema_migrations ORDER BY version")
+            sa.text(
+                "SELECT version, name, checksum, applied_at, applied_by FROM audit.schema_migrations ORDER BY version"
+            )
         )
         return [dict(r._mapping) for r in rows]

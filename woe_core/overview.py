@@ -33,10 +33,13 @@ class Overview:
 def data_counts(engine: Engine) -> DataCounts:
     """Snapshots, image rows and distinct listings of the feature stores."""
     with engine.connect() as conn:
-        c = conn.execute(sa.text(
-            "SELECT (SELECT count(*) FROM ml.socio_market_feature_store_train_v) AS snapshots, "
-            "(SELECT count(*) FROM ml.iphone_image_features_unified_v1_train_v) AS image_rows, "
-            "(SELECT count(DISTINCT listing_id) FROM ml.socio_market_feature_store_train_v) AS listings")).one()
+        c = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM ml.socio_market_feature_store_train_v) AS snapshots, "
+                "(SELECT count(*) FROM ml.iphone_image_features_unified_v1_train_v) AS image_rows, "
+                "(SELECT count(DISTINCT listing_id) FROM ml.socio_market_feature_store_train_v) AS listings"
+            )
+        ).one()
     return DataCounts(c.snapshots, c.image_rows, c.listings, datetime.now(UTC))
 
 

@@ -28,8 +28,18 @@ from .identity import require_actor
 MAX_REASON_CHARS = 2000
 MAX_HISTORY_ROWS = 100_000
 
-HISTORY_COLUMNS = ["promotion_id", "promoted_at", "actor", "from_model_key", "to_model_key", "reason", "db_user",
-                   "actor_identity", "artifact_sha256", "acknowledged_checks"]
+HISTORY_COLUMNS = [
+    "promotion_id",
+    "promoted_at",
+    "actor",
+    "from_model_key",
+    "to_model_key",
+    "reason",
+    "db_user",
+    "actor_identity",
+    "artifact_sha256",
+    "acknowledged_checks",
+]
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -44,8 +54,9 @@ class Check:
 
 def _model_key(model_key: object) -> str:
     if not isinstance(model_key, str) or not model_key.strip():
-        raise InvalidParameter(f"model_key must be a non-empty model key such as 'tom_aft_v1_20260601_000000', "
-                               f"got {model_key!r}")
+        raise InvalidParameter(
+            f"model_key must be a non-empty model key such as 'tom_aft_v1_20260601_000000', got {model_key!r}"
+        )
     return model_key.strip()
 
 
@@ -68,13 +79,21 @@ def preflight(engine: Engine, model_key: str) -> list[Check]:
     """
     key = _model_key(model_key)
     with woe_errors(), engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT check_name, passed, detail FROM ml.woe_anchor_promotion_preflight_v1(:k)"), {"k": key}).all()
+        rows = conn.execute(
+            sa.text("SELECT check_name, passed, detail FROM ml.woe_anchor_promotion_preflight_v1(:k)"), {"k": key}
+        ).all()
     return [Check(name, None if passed is None else bool(passed), detail) for name, passed, detail in rows]
 
 
-def promote(engine: Engine, model_key: str, actor: str, reason: str, *, expected_digest: str | None = None,
-            acknowledged: Sequence[str] = ()) -> int:
+def promote(
+    engine: Engine,
+    model_key: str,
+    actor: str,
+    reason: str,
+    *,
+    expected_digest: str | None = None,
+    acknowledged: Sequence[str] = (),
+) -> int:
     """Make ``model_key`` the one active model and return the new history row's promotion_id.
 
     Atomic: the previous model is deactivated, the candidate activated and the
@@ -98,8 +117,12 @@ def promote(engine: Engine, model_key: str, actor: str, reason: str, *, expected
         raise InvalidParameter(f"expected_digest must be 64 lowercase hex digits, got {expected_digest!r}")
     acks = [str(a) for a in acknowledged]
     with woe_errors(), engine.begin() as conn:
-        return int(conn.execute(sa.text("SELECT ml.promote_woe_anchor_model(:k, :a, :r, :d, CAST(:ack AS text[]))"),
-                                {"k": key, "a": who, "r": why, "d": expected_digest, "ack": acks}).scalar_one())
+        return int(
+            conn.execute(
+                sa.text("SELECT ml.promote_woe_anchor_model(:k, :a, :r, :d, CAST(:ack AS text[]))"),
+                {"k": key, "a": who, "r": why, "d": expected_digest, "ack": acks},
+            ).scalar_one()
+        )
 
 
 def rollback(engine: Engine, actor: str, reason: str) -> str:
@@ -115,8 +138,9 @@ def rollback(engine: Engine, actor: str, reason: str) -> str:
     who = require_actor(actor)
     why = _reason(reason)
     with woe_errors(), engine.begin() as conn:
-        return str(conn.execute(sa.text("SELECT ml.rollback_woe_anchor_model(:a, :r)"),
-                                {"a": who, "r": why}).scalar_one())
+        return str(
+            conn.execute(sa.text("SELECT ml.rollback_woe_anchor_model(:a, :r)"), {"a": who, "r": why}).scalar_one()
+        )
 
 
 def history(engine: Engine, limit: int = 100) -> pd.DataFrame:
@@ -127,9 +151,14 @@ def history(engine: Engine, limit: int = 100) -> pd.DataFrame:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY_ROWS:
         raise InvalidParameter(f"limit must be an integer in [1, {MAX_HISTORY_ROWS}], got {limit!r}")
     with engine.connect() as conn:
-        rows = frame(conn, sa.text(
-            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM ml.woe_anchor_promotions_v1 "
-            "ORDER BY promotion_id DESC LIMIT :n"), {"n": limit})
+        rows = frame(
+            conn,
+            sa.text(
+                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM ml.woe_anchor_promotions_v1 "
+                "ORDER BY promotion_id DESC LIMIT :n"
+            ),
+            {"n": limit},
+        )
     previous = rows["from_model_key"].astype(object)
     rows["from_model_key"] = previous.where(previous.notna(), None)
     return rows

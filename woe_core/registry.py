@@ -27,8 +27,12 @@ def active_model_key(engine: Engine) -> str | None:
 def list_models(engine: Engine) -> pd.DataFrame:
     """Every registered model, newest first."""
     with engine.connect() as conn:
-        return frame(conn, sa.text(
-            f"SELECT {_MODEL_COLUMNS} FROM ml.woe_anchor_model_registry_v1 ORDER BY created_at DESC, model_key DESC"))
+        return frame(
+            conn,
+            sa.text(
+                f"SELECT {_MODEL_COLUMNS} FROM ml.woe_anchor_model_registry_v1 ORDER BY created_at DESC, model_key DESC"
+            ),
+        )
 
 
 def artifact_digest(engine: Engine, model_key: str) -> str:
@@ -46,5 +50,6 @@ def verify_provenance(engine: Engine, model_key: str) -> list[str]:
     and return the differences (empty: the data reproduces the model). Recorded for the promotion
     checklist; promotion itself always re-derives."""
     with woe_errors(), engine.begin() as conn:
-        return list(conn.execute(sa.text("SELECT ml.woe_anchor_verify_provenance_v1(:k)"),
-                                 {"k": model_key}).scalar_one())
+        return list(
+            conn.execute(sa.text("SELECT ml.woe_anchor_verify_provenance_v1(:k)"), {"k": model_key}).scalar_one()
+        )

@@ -39,6 +39,7 @@ class Settings:
 
 def settings_from(env: Mapping[str, str], secrets: Mapping | None, login_configured: bool) -> Settings:
     """Read WOE_PROMOTERS (comma-separated) and WOE_FOUR_EYES (1/true/yes) from secrets, then the environment."""
+
     def get(name: str) -> str:
         if secrets is not None and name in secrets:
             value = secrets[name]
@@ -67,7 +68,7 @@ ADVISORY_CHECKS = frozenset({"metrics_vs_active"})  # shown to the reviewer, nev
 
 
 def check_kind(check: promote.Check) -> str:
-    """"advisory" (a failure must be acknowledged, does not stop a promotion) or "blocking"."""
+    """ "advisory" (a failure must be acknowledged, does not stop a promotion) or "blocking"."""
     return "advisory" if check.name in ADVISORY_CHECKS else "blocking"
 
 
@@ -81,20 +82,25 @@ def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Ch
     signed-in trainer, when that login vouches for sign-ins) against this connection's login (or
     the signed-in reviewer, likewise). A declared ``--actor`` never satisfies it."""
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT created_by, ml.woe_identity_v1(created_db_user, created_by) AS trainer, "
-            "ml.woe_identity_v1(session_user, :me) AS me "
-            "FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
-            {"k": model_key, "me": reviewer.name or ""}).one_or_none()
+        row = conn.execute(
+            sa.text(
+                "SELECT created_by, ml.woe_identity_v1(created_db_user, created_by) AS trainer, "
+                "ml.woe_identity_v1(session_user, :me) AS me "
+                "FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"
+            ),
+            {"k": model_key, "me": reviewer.name or ""},
+        ).one_or_none()
     if row is None:
         raise NotFound(f"model {model_key!r} does not exist")
     ok = row.trainer != row.me
-    return promote.Check("four_eyes", ok, f"trained by {row.trainer} (declared {row.created_by}), "
-                                          f"promoting as {row.me}")
+    return promote.Check(
+        "four_eyes", ok, f"trained by {row.trainer} (declared {row.created_by}), promoting as {row.me}"
+    )
 
 
-def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str,
-              common: compare.CommonWindow | None = None) -> list[promote.Check]:
+def checklist(
+    engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, common: compare.CommonWindow | None = None
+) -> list[promote.Check]:
     """The Promote page's checklist: the database's preflight, AUC against the active model
     on a common window (advisory), and the four-eyes rule when configured.
 
@@ -111,8 +117,9 @@ def checklist(engine: Engine, reviewer: Reviewer, settings: Settings, model_key:
     return checks
 
 
-def metrics_vs_active(engine: Engine, model_key: str, active: str,
-                      common: compare.CommonWindow | None = None) -> promote.Check:
+def metrics_vs_active(
+    engine: Engine, model_key: str, active: str, common: compare.CommonWindow | None = None
+) -> promote.Check:
     """AUC of the candidate against the active model on the same rows (``compare.common_window_metrics``
     over the default window: after the later of the two cutoffs, labelled as of the data end)."""
     try:
@@ -134,8 +141,16 @@ def blocking(checks: list[promote.Check]) -> list[str]:
     return [c.name for c in checks if c.passed is False and c.name not in ADVISORY_CHECKS]
 
 
-def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, reason: str, *,
-               expected_digest: str | None = None, acknowledged: Sequence[str] = ()) -> int:
+def promote_as(
+    engine: Engine,
+    reviewer: Reviewer,
+    settings: Settings,
+    model_key: str,
+    reason: str,
+    *,
+    expected_digest: str | None = None,
+    acknowledged: Sequence[str] = (),
+) -> int:
     """Promote ``model_key`` on behalf of ``reviewer`` after the app-level checks; returns the history id.
 
     ``expected_digest``: the artifact digest the reviewer's page showed (the database refuses
@@ -145,15 +160,21 @@ def promote_as(engine: Engine, reviewer: Reviewer, settings: Settings, model_key
     if not reviewer.can_promote or not reviewer.name:
         raise PromotionRefused(f"promotion of {model_key!r} refused: {reviewer.why_not or 'not allowed'}")
     if settings.four_eyes and not _four_eyes(engine, reviewer, model_key).passed:
-        raise PromotionRefused(f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} is the identity "
-                               "that trained it, so another reviewer must promote it")
-    unacknowledged = [c for c in failed_advisories(checklist(engine, reviewer, settings, model_key))
-                      if c not in acknowledged]
+        raise PromotionRefused(
+            f"promotion of {model_key!r} refused: four-eyes rule: {reviewer.name} is the identity "
+            "that trained it, so another reviewer must promote it"
+        )
+    unacknowledged = [
+        c for c in failed_advisories(checklist(engine, reviewer, settings, model_key)) if c not in acknowledged
+    ]
     if unacknowledged:
-        raise PromotionRefused(f"promotion of {model_key!r} refused: the failed advisory check(s) "
-                               f"{', '.join(unacknowledged)} must be acknowledged first")
-    return promote.promote(engine, model_key, reviewer.name, reason, expected_digest=expected_digest,
-                           acknowledged=tuple(acknowledged))
+        raise PromotionRefused(
+            f"promotion of {model_key!r} refused: the failed advisory check(s) "
+            f"{', '.join(unacknowledged)} must be acknowledged first"
+        )
+    return promote.promote(
+        engine, model_key, reviewer.name, reason, expected_digest=expected_digest, acknowledged=tuple(acknowledged)
+    )
 
 
 def rollback_as(engine: Engine, reviewer: Reviewer, reason: str) -> str:

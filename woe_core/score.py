@@ -16,7 +16,8 @@ from .registry import active_model_key
 
 _SCORE_COLUMNS = ", ".join(
     ["model_key", "is_active", "listing_id", "generation", "t0", "base_logit", "presentation_score"]
-    + [b[1] for b in BANDS] + [b[2] for b in BANDS]
+    + [b[1] for b in BANDS]
+    + [b[2] for b in BANDS]
     + ["unmapped_bands", "woe_logit", "woe_anchor_p_slow21"]
 )
 _LIVE_LOOKUP = sa.text(
@@ -36,8 +37,9 @@ def _check_listing_id(listing_id: object) -> int:
     return listing_id
 
 
-def lookup(engine: Engine, listing_id: int, *, t0: datetime | None = None,
-           model_key: str | None = None) -> pd.DataFrame:
+def lookup(
+    engine: Engine, listing_id: int, *, t0: datetime | None = None, model_key: str | None = None
+) -> pd.DataFrame:
     """Guarded scores of every snapshot of ``listing_id`` (or only the one at ``t0``).
 
     Uses the active model unless ``model_key`` names another. Raises
@@ -54,8 +56,9 @@ def lookup(engine: Engine, listing_id: int, *, t0: datetime | None = None,
             if rows.empty and _no_active_model(engine):
                 raise NotFound("no model is active: train a candidate and promote it first")
             return rows
-        exists = conn.execute(sa.text("SELECT 1 FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
-                              {"k": model_key}).scalar_one_or_none()
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"), {"k": model_key}
+        ).scalar_one_or_none()
         if exists is None:
             raise NotFound(f"model {model_key!r} does not exist")
         return frame(conn, _MODEL_LOOKUP, {**params, "model_key": model_key})
@@ -79,6 +82,13 @@ def contributions(row: pd.Series | dict) -> pd.DataFrame:
         unmapped = woe is None or pd.isna(woe)
         contribution = 0.0 if unmapped else float(woe)
         running += contribution
-        out.append({"band_name": band_name, "band_value": row[band_column], "woe": contribution,
-                    "unmapped": unmapped, "logit_after": running})
+        out.append(
+            {
+                "band_name": band_name,
+                "band_value": row[band_column],
+                "woe": contribution,
+                "unmapped": unmapped,
+                "logit_after": running,
+            }
+        )
     return pd.DataFrame(out)

@@ -118,8 +118,12 @@ def validate_params(params: TrainParams) -> TrainParams:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 2 <= int(k) <= MAX_FOLDS:
         problems.append(f"n_folds must be {PARAMETER_CONSTRAINTS['n_folds']}, got {k!r}")
     t = params.dsold_thresholds
-    if (not isinstance(t, list | tuple) or len(t) != 4 or not all(_finite_number(x) for x in t)
-            or not all(float(a) < float(b) for a, b in zip(t, t[1:], strict=False))):
+    if (
+        not isinstance(t, list | tuple)
+        or len(t) != 4
+        or not all(_finite_number(x) for x in t)
+        or not all(float(a) < float(b) for a, b in zip(t, t[1:], strict=False))
+    ):
         problems.append(f"dsold_thresholds must be {PARAMETER_CONSTRAINTS['dsold_thresholds']}, got {t!r}")
     if problems:
         raise InvalidParameter("; ".join(problems))
@@ -144,10 +148,12 @@ class TrainResult:
         def fmt(x):
             return "n/a" if x is None else f"{x:.4f}"
 
-        return (f"{self.model_key}: base rate {self.base_rate:.4f}; "
-                f"TRAIN {self.metrics['counts']['train_rows']:,} rows, EVAL {self.metrics['counts']['eval_rows']:,} rows; "
-                f"OOF AUC {fmt(oof['auc'])}, log loss {fmt(oof['log_loss'])}, Brier {fmt(oof['brier'])}; "
-                f"EVAL AUC {fmt(ev['auc'])}, log loss {fmt(ev['log_loss'])}, Brier {fmt(ev['brier'])}")
+        return (
+            f"{self.model_key}: base rate {self.base_rate:.4f}; "
+            f"TRAIN {self.metrics['counts']['train_rows']:,} rows, EVAL {self.metrics['counts']['eval_rows']:,} rows; "
+            f"OOF AUC {fmt(oof['auc'])}, log loss {fmt(oof['log_loss'])}, Brier {fmt(oof['brier'])}; "
+            f"EVAL AUC {fmt(ev['auc'])}, log loss {fmt(ev['log_loss'])}, Brier {fmt(ev['brier'])}"
+        )
 
 
 # The label as of {asof} and the TRAIN weight, both SQL functions (ml.woe_slow21,
@@ -167,8 +173,8 @@ SELECT * FROM (
     SELECT b.listing_id, b.generation, b.t0,
            ml.woe_fold(b.listing_id, :k) AS fold,
            (b.t0 < :cutoff) AS is_train,
-           CASE WHEN b.t0 < :cutoff THEN {_LABEL.format(asof=':cutoff')}
-                ELSE {_LABEL.format(asof=':data_end')} END::smallint AS y,
+           CASE WHEN b.t0 < :cutoff THEN {_LABEL.format(asof=":cutoff")}
+                ELSE {_LABEL.format(asof=":data_end")} END::smallint AS y,
            CASE WHEN b.t0 < :cutoff THEN ml.woe_weight(b.t0, :cutoff, :h) ELSE 1.0 END AS w,
            {_SLOTS},
            b.presentation_score
@@ -176,6 +182,7 @@ SELECT * FROM (
 ) AS labelled
 WHERE y IS NOT NULL
 """
+
 
 def _cuts_sql(k: int) -> str:
     q = "percentile_cont(ARRAY[1::float8 / 3, 2::float8 / 3]) WITHIN GROUP (ORDER BY presentation_score)"
@@ -197,8 +204,10 @@ def _sums_sql() -> str:
     """
     slots = ", ".join(f"s_{name}" for name, _ in _FIXED_BANDS)
     sets = ", ".join(f"(is_train, fold, s_{name})" for name, _ in _FIXED_BANDS)
-    agg = ("sum(w) FILTER (WHERE y = 1) AS w1, sum(w) FILTER (WHERE y = 0) AS w0, "
-           "count(*) FILTER (WHERE y = 1) AS n1, count(*) FILTER (WHERE y = 0) AS n0")
+    agg = (
+        "sum(w) FILTER (WHERE y = 1) AS w1, sum(w) FILTER (WHERE y = 0) AS w0, "
+        "count(*) FILTER (WHERE y = 1) AS n1, count(*) FILTER (WHERE y = 0) AS n0"
+    )
     return f"""
 SELECT g.is_train, g.fold, NULL::integer AS model, v.band_name, v.band_value, g.w1, g.w0, g.n1, g.n0
   FROM (SELECT is_train, fold, COALESCE({slots}) AS slot, {agg}
@@ -242,8 +251,7 @@ def default_cutoff(t_min: datetime, t_max: datetime) -> datetime:
 def _data_range(conn: Connection) -> tuple[datetime, datetime, datetime]:
     # The entrypoint has exactly the socio-market store's rows (certification checks
     # the key is unique), so its time range is read there, without the image join.
-    row = conn.execute(sa.text(
-        f"SELECT min(t0), max(t0), greatest(max(t0), max(sold_at)) FROM {SOCIO_STORE}")).one()
+    row = conn.execute(sa.text(f"SELECT min(t0), max(t0), greatest(max(t0), max(sold_at)) FROM {SOCIO_STORE}")).one()
     if row[0] is None:
         raise TrainingError(f"{ENTRYPOINT} has no rows: load data and certify it first")
     return row[0], row[1], row[2]
@@ -308,10 +316,22 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         if not t_min < p.train_cutoff_ts <= t_max:
             raise InvalidParameter(
                 f"train_cutoff_ts must be {PARAMETER_CONSTRAINTS['train_cutoff_ts']}: after {t_min.isoformat()} "
-                f"and at most {t_max.isoformat()}, got {p.train_cutoff_ts.isoformat()}")
+                f"and at most {t_max.isoformat()}, got {p.train_cutoff_ts.isoformat()}"
+            )
         t1, t2, t3, t4 = p.dsold_thresholds
-        conn.execute(sa.text(_BUILD_ROWS), {"k": k, "cutoff": p.train_cutoff_ts, "data_end": data_end,
-                                            "h": p.half_life_days, "t1": t1, "t2": t2, "t3": t3, "t4": t4})
+        conn.execute(
+            sa.text(_BUILD_ROWS),
+            {
+                "k": k,
+                "cutoff": p.train_cutoff_ts,
+                "data_end": data_end,
+                "h": p.half_life_days,
+                "t1": t1,
+                "t2": t2,
+                "t3": t3,
+                "t4": t4,
+            },
+        )
         conn.execute(sa.text("ANALYZE _woe_rows"))  # the aggregates plan badly without statistics
         counts = _check_rows(conn, k)
         t = _step(progress, timings, "band and label rows", 0.3, t)
@@ -342,12 +362,19 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
 
 
 def _check_rows(conn: Connection, k: int) -> dict:
-    c = conn.execute(sa.text(
-        "SELECT count(*) FILTER (WHERE is_train) AS train_rows, count(*) FILTER (WHERE NOT is_train) AS eval_rows, "
-        "coalesce(sum(w) FILTER (WHERE is_train), 0) AS train_weight, "
-        "coalesce(sum(w) FILTER (WHERE NOT is_train), 0) AS eval_weight, "
-        "count(*) FILTER (WHERE is_train AND y = 1) AS train_pos, count(*) FILTER (WHERE is_train AND y = 0) AS train_neg "
-        "FROM _woe_rows")).mappings().one()
+    c = (
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FILTER (WHERE is_train) AS train_rows, count(*) FILTER (WHERE NOT is_train) AS eval_rows, "
+                "coalesce(sum(w) FILTER (WHERE is_train), 0) AS train_weight, "
+                "coalesce(sum(w) FILTER (WHERE NOT is_train), 0) AS eval_weight, "
+                "count(*) FILTER (WHERE is_train AND y = 1) AS train_pos, count(*) FILTER (WHERE is_train AND y = 0) AS train_neg "
+                "FROM _woe_rows"
+            )
+        )
+        .mappings()
+        .one()
+    )
     counts = {key: (float(v) if "weight" in key else int(v)) for key, v in c.items()}
     if counts["train_rows"] == 0:
         raise TrainingError("no TRAIN row is resolved at this cutoff: choose a later train_cutoff_ts")
@@ -356,8 +383,9 @@ def _check_rows(conn: Connection, k: int) -> dict:
         raise TrainingError(f"every TRAIN row has {only}: WOE needs both classes; choose another cutoff")
     # All snapshots of a listing share a fold, so K non-empty folds prove >= K listings;
     # only otherwise are the listings counted (a sort over every TRAIN row).
-    folds = conn.execute(sa.text("SELECT count(*) FROM (SELECT DISTINCT fold FROM _woe_rows WHERE is_train) AS f")
-                         ).scalar_one()
+    folds = conn.execute(
+        sa.text("SELECT count(*) FROM (SELECT DISTINCT fold FROM _woe_rows WHERE is_train) AS f")
+    ).scalar_one()
     if folds < k:
         listings = conn.execute(sa.text("SELECT count(DISTINCT listing_id) FROM _woe_rows WHERE is_train")).scalar_one()
         if listings < k:
@@ -371,8 +399,10 @@ def _check_fit(fitted: woe_math.Fit, k: int) -> None:
         if not 0.0 < p < 1.0:
             which = f"the TRAIN rows outside fold {m}" if m < k else "the TRAIN rows"
             only = 1 if p >= 1.0 else 0
-            raise TrainingError(f"{which} have only slow21 = {only} (or zero weight on the other class): "
-                                "use fewer folds, a later cutoff or a longer half-life")
+            raise TrainingError(
+                f"{which} have only slow21 = {only} (or zero weight on the other class): "
+                "use fewer folds, a later cutoff or a longer half-life"
+            )
 
 
 def _learn_cuts(conn: Connection, k: int) -> pd.DataFrame:
@@ -386,8 +416,9 @@ def _learn_cuts(conn: Connection, k: int) -> pd.DataFrame:
         rows.append({"model": m, "c1": float(q[0]), "c2": float(q[1]), "n_rows": int(row[f"n{m}"])})
     cuts = pd.DataFrame(rows)
     conn.execute(sa.text("CREATE TEMP TABLE _woe_cuts (model integer, c1 float8, c2 float8) ON COMMIT DROP"))
-    conn.execute(sa.text("INSERT INTO _woe_cuts VALUES (:model, :c1, :c2)"),
-                 cuts[["model", "c1", "c2"]].to_dict("records"))
+    conn.execute(
+        sa.text("INSERT INTO _woe_cuts VALUES (:model, :c1, :c2)"), cuts[["model", "c1", "c2"]].to_dict("records")
+    )
     return cuts
 
 
@@ -400,26 +431,48 @@ def _expand_models(sums: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def _pack(conn: Connection, bases: pd.DataFrame, maps: pd.DataFrame, cuts: pd.DataFrame) -> None:
-    slots = conn.execute(sa.text(
-        "SELECT band_name, band_value, slot FROM ml.woe_anchor_band_values_v1 WHERE band_schema_version = :v"),
-        {"v": BAND_SCHEMA_VERSION}).all()
+    slots = conn.execute(
+        sa.text("SELECT band_name, band_value, slot FROM ml.woe_anchor_band_values_v1 WHERE band_schema_version = :v"),
+        {"v": BAND_SCHEMA_VERSION},
+    ).all()
     slot_of = {(b, v): s for b, v, s in slots}
     n_slots = max(slot_of.values())
-    conn.execute(sa.text("CREATE TEMP TABLE _woe_packed (model integer, base_logit float8, c1 float8, c2 float8, "
-                         "woe float8[]) ON COMMIT DROP"))
+    conn.execute(
+        sa.text(
+            "CREATE TEMP TABLE _woe_packed (model integer, base_logit float8, c1 float8, c2 float8, "
+            "woe float8[]) ON COMMIT DROP"
+        )
+    )
     records = []
-    for (_, base), (_, cut) in zip(bases.sort_values("model").iterrows(), cuts.sort_values("model").iterrows(),
-                                   strict=True):
+    for (_, base), (_, cut) in zip(
+        bases.sort_values("model").iterrows(), cuts.sort_values("model").iterrows(), strict=True
+    ):
         arr: list[float | None] = [None] * n_slots
-        for b, v, w in maps.loc[maps["model"] == base["model"], ["band_name", "band_value", "woe"]].itertuples(index=False):
+        for b, v, w in maps.loc[maps["model"] == base["model"], ["band_name", "band_value", "woe"]].itertuples(
+            index=False
+        ):
             arr[slot_of[(b, v)] - 1] = float(w)
-        records.append({"model": int(base["model"]), "base_logit": float(base["base_logit"]),
-                        "c1": float(cut["c1"]), "c2": float(cut["c2"]), "woe": arr})
+        records.append(
+            {
+                "model": int(base["model"]),
+                "base_logit": float(base["base_logit"]),
+                "c1": float(cut["c1"]),
+                "c2": float(cut["c2"]),
+                "woe": arr,
+            }
+        )
     conn.execute(sa.text("INSERT INTO _woe_packed VALUES (:model, :base_logit, :c1, :c2, :woe)"), records)
 
 
-def _metrics(scored: dict[str, np.ndarray], sums: pd.DataFrame, maps: pd.DataFrame, counts: dict, k: int,
-             p: TrainParams, data_end: datetime) -> dict:
+def _metrics(
+    scored: dict[str, np.ndarray],
+    sums: pd.DataFrame,
+    maps: pd.DataFrame,
+    counts: dict,
+    k: int,
+    p: TrainParams,
+    data_end: datetime,
+) -> dict:
     prob = 1.0 / (1.0 + np.exp(-np.clip(scored["logit"], -700, 700)))
     y = scored["y"].astype(float)
     is_train = scored["is_train"].astype(bool)
@@ -459,13 +512,18 @@ def _choose_key(conn: Connection) -> str:
     """
     stamp = _now().strftime("tom_aft_v1_%Y%m%d_%H%M%S")
     # Keys of registered or deleted models, and keys whose score table someone already staged.
-    taken = set(conn.execute(sa.text(
-        "SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s OR model_key LIKE :p "
-        "UNION SELECT model_key FROM ml.woe_anchor_model_deletions_v1 WHERE model_key = :s OR model_key LIKE :p "
-        "UNION SELECT substr(c.relname, length(ml.woe_anchor_scores_partition_name(''))  + 1) FROM pg_class AS c "
-        "WHERE c.relnamespace = 'ml'::regnamespace AND (c.relname = ml.woe_anchor_scores_partition_name(:s) "
-        "OR c.relname LIKE ml.woe_anchor_scores_partition_name(:p))"),
-        {"s": stamp, "p": stamp + "\\_%"}).scalars())
+    taken = set(
+        conn.execute(
+            sa.text(
+                "SELECT model_key FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :s OR model_key LIKE :p "
+                "UNION SELECT model_key FROM ml.woe_anchor_model_deletions_v1 WHERE model_key = :s OR model_key LIKE :p "
+                "UNION SELECT substr(c.relname, length(ml.woe_anchor_scores_partition_name(''))  + 1) FROM pg_class AS c "
+                "WHERE c.relnamespace = 'ml'::regnamespace AND (c.relname = ml.woe_anchor_scores_partition_name(:s) "
+                "OR c.relname LIKE ml.woe_anchor_scores_partition_name(:p))"
+            ),
+            {"s": stamp, "p": stamp + "\\_%"},
+        ).scalars()
+    )
     for n in range(1, MAX_KEY_SUFFIX + 1):
         key = stamp if n == 1 else f"{stamp}_{n}"
         if key not in taken:
@@ -473,50 +531,87 @@ def _choose_key(conn: Connection) -> str:
     raise TrainingError(f"more than {MAX_KEY_SUFFIX} models were registered in the second {stamp}")
 
 
-def _insert_registry(conn: Connection, key: str, p: TrainParams, final: pd.Series, actor: str,
-                     metric_doc: dict) -> None:
+def _insert_registry(
+    conn: Connection, key: str, p: TrainParams, final: pd.Series, actor: str, metric_doc: dict
+) -> None:
     params = {
-        "key": key, "cutoff": p.train_cutoff_ts, "h": p.half_life_days, "eps": p.eps, "k": p.n_folds,
-        "v": BAND_SCHEMA_VERSION, "sha": code_sha256(), "br": float(final["base_rate"]),
-        "bl": float(final["base_logit"]), "t1": p.dsold_thresholds[0], "t2": p.dsold_thresholds[1],
-        "t3": p.dsold_thresholds[2], "t4": p.dsold_thresholds[3], "actor": actor,
+        "key": key,
+        "cutoff": p.train_cutoff_ts,
+        "h": p.half_life_days,
+        "eps": p.eps,
+        "k": p.n_folds,
+        "v": BAND_SCHEMA_VERSION,
+        "sha": code_sha256(),
+        "br": float(final["base_rate"]),
+        "bl": float(final["base_logit"]),
+        "t1": p.dsold_thresholds[0],
+        "t2": p.dsold_thresholds[1],
+        "t3": p.dsold_thresholds[2],
+        "t4": p.dsold_thresholds[3],
+        "actor": actor,
         "metrics": json.dumps(metric_doc, allow_nan=False),
     }
-    inserted = conn.execute(sa.text(
-        "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
-        "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
-        "created_by, metrics) VALUES (:key, :cutoff, :h, :eps, :k, :v, :sha, false, :br, :bl, :t1, :t2, :t3, :t4, "
-        ":actor, CAST(:metrics AS jsonb)) ON CONFLICT (model_key) DO NOTHING RETURNING model_key"),
-        params).scalar_one_or_none()
+    inserted = conn.execute(
+        sa.text(
+            "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
+            "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, dsold_t4, "
+            "created_by, metrics) VALUES (:key, :cutoff, :h, :eps, :k, :v, :sha, false, :br, :bl, :t1, :t2, :t3, :t4, "
+            ":actor, CAST(:metrics AS jsonb)) ON CONFLICT (model_key) DO NOTHING RETURNING model_key"
+        ),
+        params,
+    ).scalar_one_or_none()
     if inserted is None:  # registered by hand, outside training, since this training chose it
         raise TrainingError(f"model key {key!r} was registered by someone else meanwhile: train again")
 
 
 def _write_cuts(conn: Connection, key: str, cuts: pd.DataFrame, k: int) -> None:
-    conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 (model_key, fold_id, c1, c2, n_rows) "
-                         "VALUES (:key, :fold, :c1, :c2, :n)"),
-                 [{"key": key, "fold": None if r.model == k else int(r.model), "c1": r.c1, "c2": r.c2, "n": r.n_rows}
-                  for r in cuts.itertuples(index=False)])
+    conn.execute(
+        sa.text(
+            "INSERT INTO ml.woe_anchor_cuts_v1 (model_key, fold_id, c1, c2, n_rows) VALUES (:key, :fold, :c1, :c2, :n)"
+        ),
+        [
+            {"key": key, "fold": None if r.model == k else int(r.model), "c1": r.c1, "c2": r.c2, "n": r.n_rows}
+            for r in cuts.itertuples(index=False)
+        ],
+    )
 
 
 def _write_maps(conn: Connection, key: str, maps: pd.DataFrame, k: int) -> None:
-    conn.execute(sa.text(
-        "INSERT INTO ml.woe_anchor_map_v1 (model_key, fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg) "
-        "VALUES (:key, :fold, :band, :value, :woe, :w1, :w0, :n1, :n0)"),
-        [{"key": key, "fold": None if r.model == k else int(r.model), "band": r.band_name, "value": r.band_value,
-          "woe": float(r.woe), "w1": float(r.w1), "w0": float(r.w0), "n1": int(r.n1), "n0": int(r.n0)}
-         for r in maps.itertuples(index=False)])
+    conn.execute(
+        sa.text(
+            "INSERT INTO ml.woe_anchor_map_v1 (model_key, fold_id, band_name, band_value, woe, w_pos, w_neg, n_pos, n_neg) "
+            "VALUES (:key, :fold, :band, :value, :woe, :w1, :w0, :n1, :n0)"
+        ),
+        [
+            {
+                "key": key,
+                "fold": None if r.model == k else int(r.model),
+                "band": r.band_name,
+                "value": r.band_value,
+                "woe": float(r.woe),
+                "w1": float(r.w1),
+                "w0": float(r.w0),
+                "n1": int(r.n1),
+                "n0": int(r.n0),
+            }
+            for r in maps.itertuples(index=False)
+        ],
+    )
 
 
 def _stage_scores(conn: Connection, key: str) -> str:
     """Score every TRAIN row with its fold's model straight into the model's staged score table."""
     table = conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1(:key)"), {"key": key}).scalar_one()
     # ``table`` is the quoted name the database built from the validated key.
-    conn.execute(sa.text(
-        f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
-        "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
-        f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
-        "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored"), {"key": key})
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
+            "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
+            f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
+            "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored"
+        ),
+        {"key": key},
+    )
     return table
 
 
@@ -524,12 +619,17 @@ def _scored_arrays(conn: Connection, table: str, k: int) -> dict[str, np.ndarray
     """(is_train, y, logit) of the OOF rows (from the staged table) and the EVAL rows (final model)."""
     oof = fetch_arrays(conn, f"SELECT slow21, woe_logit FROM {table}", [("slow21", "int2"), ("woe_logit", "float8")])
     # k is a validated int and table a database-quoted name (COPY takes no parameters).
-    ev = fetch_arrays(conn, f"SELECT r.y, {_logit_sql()} AS logit FROM _woe_rows AS r "
-                            f"JOIN _woe_packed AS p ON p.model = {int(k)} WHERE NOT r.is_train",
-                      [("y", "int2"), ("logit", "float8")])
-    return {"is_train": np.concatenate([np.ones(len(oof["slow21"]), bool), np.zeros(len(ev["y"]), bool)]),
-            "y": np.concatenate([oof["slow21"], ev["y"]]),
-            "logit": np.concatenate([oof["woe_logit"], ev["logit"]])}
+    ev = fetch_arrays(
+        conn,
+        f"SELECT r.y, {_logit_sql()} AS logit FROM _woe_rows AS r "
+        f"JOIN _woe_packed AS p ON p.model = {int(k)} WHERE NOT r.is_train",
+        [("y", "int2"), ("logit", "float8")],
+    )
+    return {
+        "is_train": np.concatenate([np.ones(len(oof["slow21"]), bool), np.zeros(len(ev["y"]), bool)]),
+        "y": np.concatenate([oof["slow21"], ev["y"]]),
+        "logit": np.concatenate([oof["woe_logit"], ev["logit"]]),
+    }
 
 
 def _write_scores(conn: Connection, key: str) -> int:

@@ -39,10 +39,18 @@ class Fit:
         """model, band_name, band_value, woe, w1, w0, n1, n0 for every value each model saw."""
         model, level = np.nonzero(~np.isnan(self.woe))
         names = np.array(self.levels, dtype=object).reshape(-1, 2)
-        return pd.DataFrame({
-            "model": model, "band_name": names[level, 0], "band_value": names[level, 1],
-            "woe": self.woe[model, level], "w1": self.fitted[model, level, 0], "w0": self.fitted[model, level, 1],
-            "n1": self.fitted[model, level, 2].astype(np.int64), "n0": self.fitted[model, level, 3].astype(np.int64)})
+        return pd.DataFrame(
+            {
+                "model": model,
+                "band_name": names[level, 0],
+                "band_value": names[level, 1],
+                "woe": self.woe[model, level],
+                "w1": self.fitted[model, level, 0],
+                "w0": self.fitted[model, level, 1],
+                "n1": self.fitted[model, level, 2].astype(np.int64),
+                "n0": self.fitted[model, level, 3].astype(np.int64),
+            }
+        )
 
     def bases(self) -> pd.DataFrame:
         return pd.DataFrame({"model": np.arange(len(self.p)), "base_rate": self.p, "base_logit": self.base_logit})
@@ -63,8 +71,10 @@ def fit(sums: np.ndarray, levels: list[tuple[str, str]], eps: float) -> Fit:
     with np.errstate(divide="ignore", invalid="ignore"):
         p = w1_total / (w1_total + w0_total)
         base_logit = np.log(p / (1.0 - p))
-        woe = (np.log((fitted[..., 0] + eps * p[:, None]) / (fitted[..., 1] + eps * (1.0 - p[:, None])))
-               - base_logit[:, None])
+        woe = (
+            np.log((fitted[..., 0] + eps * p[:, None]) / (fitted[..., 1] + eps * (1.0 - p[:, None])))
+            - base_logit[:, None]
+        )
     woe[(fitted[..., 2] + fitted[..., 3]) == 0] = np.nan
     return Fit(levels, fitted, p, base_logit, woe)
 
@@ -76,7 +86,9 @@ def dense_sums(frame: pd.DataFrame, n_folds: int) -> tuple[np.ndarray, list[tupl
     index = {lv: i for i, lv in enumerate(levels)}
     sums = np.zeros((n_folds + 1, n_folds, len(levels), 4))
     level_idx = np.array([index[lv] for lv in zip(frame["band_name"], frame["band_value"], strict=True)], dtype=int)
-    np.add.at(sums, (frame["model"].to_numpy(int), frame["fold"].to_numpy(int), level_idx),
-              frame[list(SUM_COLUMNS)].to_numpy(float))
+    np.add.at(
+        sums,
+        (frame["model"].to_numpy(int), frame["fold"].to_numpy(int), level_idx),
+        frame[list(SUM_COLUMNS)].to_numpy(float),
+    )
     return sums, levels
-
