@@ -1,4 +1,4 @@
--- Upstream feature stores (DESIGN §2).
+-- Upstream feature stores (docs/model.md, docs/architecture.md).
 --
 -- In production the customer owns the two *_train_v views. The project ships base
 -- tables behind them so that demo data and tests have somewhere to live; the views
@@ -60,7 +60,7 @@ SELECT listing_id, t0, n_photos, photo_quality, lighting, background_clean,
 COMMENT ON VIEW ml.iphone_image_features_unified_v1_train_v IS
     'Vision feature store, at most one row per (listing_id, t0).';
 
--- The certified entrypoint (seed §2.2.4): both stores joined per snapshot, with
+-- The certified entrypoint (docs/certification.md): both stores joined per snapshot, with
 -- edited_date (alias of t0) for audit.dataset_sha256. Certification, training and
 -- live scoring all read the data through this one view.
 CREATE VIEW ml.woe_anchor_feature_store_t0_v1_v AS

@@ -1,4 +1,4 @@
--- Model artifacts (seed §2.1). Every artifact row references its registry row, so
+-- Model artifacts (docs/governance.md). Every artifact row references its registry row, so
 -- nothing can point to a missing model, and deleting a never-active candidate
 -- removes everything it wrote.
 

@@ -1,4 +1,4 @@
--- Dataset certification (DESIGN §5): an append-only registry of certification
+-- Dataset certification (docs/certification.md): an append-only registry of certification
 -- runs, a deterministic dataset hash, a change marker on the demo base tables and
 -- the fail-closed guard used by the live views.
 

@@ -1,4 +1,4 @@
--- Banding (DESIGN §3, band_schema_version 1) and live scoring (seed §2.2).
+-- Banding (docs/model.md, band_schema_version 1) and live scoring.
 --
 -- Banding exists once: the ml.woe_band_* functions below, combined by
 -- ml.woe_anchor_bands_v1(t1, t2, t3, t4, c1, c2). Training calls them with its own
@@ -91,7 +91,7 @@ $$;
 
 -- Cross-validation fold of a listing: one Park–Miller (MINSTD) step of
 -- |listing_id| mod (2^31 - 1), then mod n_folds. All snapshots of a listing share a
--- fold; the same formula is documented in woe_core.bands.fold_of.
+-- fold; docs/model.md documents the formula.
 CREATE FUNCTION ml.woe_fold(listing_id bigint, n_folds integer)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT (((abs(listing_id) % 2147483647) * 48271 % 2147483647) % n_folds)::integer
@@ -240,7 +240,7 @@ SELECT m.model_key, m.is_active, m.band_schema_version, m.base_logit,
   JOIN ml.woe_anchor_cuts_v1 AS c ON c.model_key = m.model_key AND c.fold_id IS NULL
  CROSS JOIN LATERAL ml.woe_anchor_bands_v1(m.dsold_t1, m.dsold_t2, m.dsold_t3, m.dsold_t4, c.c1, c.c2) AS b;
 
--- Seed §2.2.1: bands of every snapshot under the active model.
+-- Bands of every snapshot under the active model.
 CREATE VIEW ml.v_woe_anchor_bands_live_v1 AS
 SELECT * FROM ml.v_woe_anchor_bands_by_model_v1 WHERE is_active;
 
@@ -287,11 +287,11 @@ SELECT s.*,
                ) AS t
        ) AS s;
 
--- Seed §2.2.2: live scores under the active model.
+-- Live scores under the active model.
 CREATE VIEW ml.woe_anchor_scores_live_v1 AS
 SELECT * FROM ml.woe_anchor_scores_by_model_v1 WHERE is_active;
 
--- Seed §2.2.3: fail-closed live scores. The guard takes no row values, so it runs
+-- Fail-closed live scores. The guard takes no row values, so it runs
 -- once per query as a one-time filter and raises before any row is returned.
 CREATE VIEW ml.woe_anchor_scores_live_train_v AS
 SELECT * FROM ml.woe_anchor_scores_live_v1

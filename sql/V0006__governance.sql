@@ -1,4 +1,4 @@
--- Governance (DESIGN §6): promotion history, the one promotion function, the
+-- Governance (docs/governance.md): promotion history, the one promotion function, the
 -- guard on is_active, deletion of candidates and the group roles.
 --
 -- What holds, and for whom

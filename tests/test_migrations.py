@@ -135,3 +135,27 @@ def test_an_up_to_date_database_needs_neither_the_lock_nor_ddl(engine, monkeypat
     finally:
         holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": migrations.LOCK_KEY})
         holder.close()
+
+
+def test_listed_comment_edits_of_applied_scripts_left_their_code_alone():
+    scripts = {m.version: m for m in migrations.discover()}
+    for version, (old_checksum, code) in migrations.COMMENT_EDITS.items():
+        assert scripts[version].checksum != old_checksum  # the file did change ...
+        assert migrations.code_checksum(scripts[version].sql) == code  # ... in full-line comments only
+
+
+def test_a_ledger_from_before_a_comment_edit_is_accepted(engine):
+    version = min(migrations.COMMENT_EDITS)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE audit.schema_migrations SET checksum = :c WHERE version = :v"),
+            {"c": migrations.COMMENT_EDITS[version][0], "v": version},
+        )
+    assert migrations.migrate(engine) == []
+    with engine.begin() as conn:  # any other checksum is still an edited script
+        conn.execute(
+            sa.text("UPDATE audit.schema_migrations SET checksum = :c WHERE version = :v"),
+            {"c": "0" * 64, "v": version},
+        )
+    with pytest.raises(MigrationError, match="was edited after it was applied"):
+        migrations.migrate(engine)
