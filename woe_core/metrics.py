@@ -1,70 +1,167 @@
-"""Model metrics stored with every model (the Compare page only reads them).
+"""Model metrics stored with every model, and the like-for-like metrics of the Compare page.
 
-All functions take plain numpy arrays of predicted probabilities ``p`` and 0/1
-labels ``y``; AUC, log loss, Brier score and calibration are unweighted (every
-resolved snapshot counts once), so OOF and EVAL figures are comparable.
+Scored rows never leave PostgreSQL: ``scored_metrics`` aggregates them there, by
+distinct predicted probability, into AUC, log loss, Brier score, calibration by
+decile and a histogram of p, so the client's memory does not grow with the number
+of rows. AUC, log loss, Brier score and calibration are unweighted (every resolved
+snapshot counts once), so OOF and EVAL figures are comparable. Definitions, over
+the n rows of one part (a model, or OOF / EVAL), sorted by p:
+
+* AUC: the Mann–Whitney statistic, a tie between a positive and a negative counting
+  half (average ranks); None with one class.
+* log loss: the mean of ``-(y ln q + (1 - y) ln(1 - q))``, q = p clipped to
+  [1e-15, 1 - 1e-15]. Brier: the mean of ``(p - y)^2``.
+* calibration: the sorted rows split into 10 parts of sizes as ``numpy.array_split``
+  gives them (the first ``n mod 10`` one row larger; empty parts left out); per part,
+  its row count, mean p and observed rate. Rows tied on p that straddle a boundary
+  are shared in proportion: a part holding j of a tie group of g rows with k
+  positives counts j·k/g positives, so the result does not depend on row order.
+* histogram: row counts in HISTOGRAM_BINS equal bins of p over [0, 1].
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 P_CLIP = 1e-15
+HISTOGRAM_BINS = 20
+
+_SCORED_METRICS_SQL = """
+WITH g AS (
+    SELECT part, p, count(*) FILTER (WHERE y = 1) AS pos, count(*) FILTER (WHERE y = 0) AS neg
+      FROM ({source}) AS scored
+     WHERE y IN (0, 1)
+     GROUP BY part, p),
+c AS (
+    SELECT part, p, pos, neg, pos + neg AS n,
+           coalesce(sum(pos + neg) OVER below, 0)::bigint AS before,
+           coalesce(sum(neg) OVER below, 0)::bigint AS neg_below
+      FROM g
+    WINDOW below AS (PARTITION BY part ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
+sizes AS (
+    SELECT part, sum(n)::bigint / 10 AS q, sum(n)::bigint % 10 AS rem FROM c GROUP BY part),
+-- decile d (0-based) holds the sorted rows [lo(d), lo(d) + q + (d < rem)), lo(d) = d·q + least(d, rem), as
+-- numpy.array_split cuts them; d0 and d1 are the deciles of a tie group's first and last row
+spans AS (
+    SELECT c.part, c.p, c.pos, c.n, c.before, s.q, s.rem,
+           CASE WHEN c.before < s.rem * (s.q + 1) THEN c.before / (s.q + 1)
+                ELSE s.rem + (c.before - s.rem * (s.q + 1)) / s.q END AS d0,
+           CASE WHEN c.before + c.n - 1 < s.rem * (s.q + 1) THEN (c.before + c.n - 1) / (s.q + 1)
+                ELSE s.rem + (c.before + c.n - 1 - s.rem * (s.q + 1)) / s.q END AS d1
+      FROM c JOIN sizes AS s USING (part)),
+cal AS (
+    SELECT part, d0 AS d, sum(n) AS n, sum(n * p) AS sum_p, sum(pos)::float8 AS sum_y
+      FROM spans WHERE d0 = d1 GROUP BY part, d0
+    UNION ALL
+    SELECT part, d, sum(o.rows), sum(o.rows * p), sum(o.rows * pos::float8 / n)
+      FROM spans
+     CROSS JOIN LATERAL generate_series(d0, d1) AS d
+     CROSS JOIN LATERAL (SELECT least(before + n, d * q + least(d, rem) + q + (d < rem)::int)
+                                - greatest(before, d * q + least(d, rem)) AS rows) AS o
+     WHERE d0 <> d1
+     GROUP BY part, d)
+SELECT part, 'summary' AS kind, NULL::bigint AS idx, sum(n) AS n, sum(pos)::float8 AS a,
+       sum(pos * (neg_below::float8 + neg::float8 / 2)) AS b,
+       sum(-(pos * ln(least(greatest(p, :clip), 1 - :clip)) + neg * ln(1 - least(greatest(p, :clip), 1 - :clip)))) AS c,
+       sum(pos * (p - 1) ^ 2 + neg * p ^ 2) AS d
+  FROM c GROUP BY part
+UNION ALL
+SELECT part, 'decile', d + 1, sum(n), sum(sum_p), sum(sum_y), NULL, NULL FROM cal GROUP BY part, d HAVING sum(n) > 0
+UNION ALL
+SELECT part, 'bin', least(width_bucket(p, 0, 1, {bins}), {bins}), sum(n), NULL, NULL, NULL, NULL
+  FROM c GROUP BY 1, 2, 3
+"""
 
 
-def auc(p: np.ndarray, y: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann–Whitney with average ranks for ties); None with one class."""
-    y = np.asarray(y, dtype=bool)
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    if n1 == 0 or n0 == 0:
-        return None
-    ranks = pd.Series(np.asarray(p)).rank(method="average").to_numpy()
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+@dataclass(frozen=True)
+class ScoredMetrics:
+    """``summary``: part, n, positives, positive_rate, auc, log_loss, brier; ``calibration``:
+    part, decile, n, mean_predicted, observed_rate; ``histogram``: part, bin, p_low, p_high, n."""
 
+    summary: pd.DataFrame
+    calibration: pd.DataFrame
+    histogram: pd.DataFrame
 
-def log_loss(p: np.ndarray, y: np.ndarray) -> float | None:
-    if len(y) == 0:
-        return None
-    q = np.clip(np.asarray(p, dtype=float), P_CLIP, 1 - P_CLIP)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
-
-
-def brier(p: np.ndarray, y: np.ndarray) -> float | None:
-    return float(np.mean((np.asarray(p) - y) ** 2)) if len(y) else None
-
-
-def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
-    """Mean predicted vs observed rate per decile of the predicted probability."""
-    if len(y) == 0:
-        return []
-    order = np.argsort(p, kind="stable")
-    out = []
-    for i, idx in enumerate(np.array_split(order, bins)):
-        if len(idx):
-            out.append(
+    def summary_of(self, part: str) -> dict:
+        """One part's figures as stored in a model's metrics (zero rows: n = 0 and no figures)."""
+        row = self.summary[self.summary["part"] == part]
+        cal = self.calibration[self.calibration["part"] == part].sort_values("decile")
+        if row.empty:
+            return {"n": 0, "positive_rate": None, "auc": None, "log_loss": None, "brier": None, "calibration": []}
+        r = row.iloc[0]
+        return {
+            "n": int(r["n"]),
+            "positive_rate": float(r["positive_rate"]),
+            "auc": None if pd.isna(r["auc"]) else float(r["auc"]),
+            "log_loss": float(r["log_loss"]),
+            "brier": float(r["brier"]),
+            "calibration": [
                 {
-                    "decile": i + 1,
-                    "n": int(len(idx)),
-                    "mean_predicted": float(np.mean(p[idx])),
-                    "observed_rate": float(np.mean(y[idx])),
+                    "decile": int(c.decile),
+                    "n": int(c.n),
+                    "mean_predicted": float(c.mean_predicted),
+                    "observed_rate": float(c.observed_rate),
                 }
-            )
-    return out
+                for c in cal.itertuples(index=False)
+            ],
+        }
 
 
-def summary(p: np.ndarray, y: np.ndarray) -> dict:
-    """AUC, log loss, Brier score, base rate and row count of one scored set."""
-    y = np.asarray(y, dtype=float)
-    return {
-        "n": int(len(y)),
-        "positive_rate": float(y.mean()) if len(y) else None,
-        "auc": auc(p, y),
-        "log_loss": log_loss(p, y),
-        "brier": brier(p, y),
-        "calibration": calibration(np.asarray(p), y),
-    }
+def scored_metrics(conn: Connection, source_sql: str, params: dict | None = None) -> ScoredMetrics:
+    """AUC, log loss, Brier, calibration and histogram per part of ``source_sql``.
+
+    ``source_sql`` is a SELECT of rows ``(part, p, y)`` (y 0 or 1; other rows are left
+    out); everything is aggregated in PostgreSQL by distinct p (see the module
+    docstring) and only one row per part, decile and bin comes back.
+    """
+    sql = _SCORED_METRICS_SQL.format(source=source_sql, bins=HISTOGRAM_BINS)
+    rows = pd.DataFrame(
+        conn.execute(sa.text(sql), {**(params or {}), "clip": P_CLIP}).all(),
+        columns=["part", "kind", "idx", "n", "a", "b", "c", "d"],
+    )
+    s = rows[rows["kind"] == "summary"]
+    n = s["n"].astype(float).to_numpy()
+    pos = s["a"].astype(float).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = np.where((pos > 0) & (pos < n), s["b"].astype(float).to_numpy() / (pos * (n - pos)), np.nan)
+    summary = pd.DataFrame(
+        {
+            "part": s["part"].to_numpy(),
+            "n": n.astype(np.int64),
+            "positives": pos.astype(np.int64),
+            "positive_rate": pos / n,
+            "auc": auc,
+            "log_loss": s["c"].astype(float).to_numpy() / n,
+            "brier": s["d"].astype(float).to_numpy() / n,
+        }
+    )
+    d = rows[rows["kind"] == "decile"]
+    calibration = pd.DataFrame(
+        {
+            "part": d["part"].to_numpy(),
+            "decile": d["idx"].astype(np.int64).to_numpy(),
+            "n": d["n"].astype(np.int64).to_numpy(),
+            "mean_predicted": d["a"].astype(float).to_numpy() / d["n"].astype(float).to_numpy(),
+            "observed_rate": d["b"].astype(float).to_numpy() / d["n"].astype(float).to_numpy(),
+        }
+    ).sort_values(["part", "decile"], ignore_index=True)
+    h = rows[rows["kind"] == "bin"]
+    bins = h["idx"].astype(np.int64).to_numpy()
+    histogram = pd.DataFrame(
+        {
+            "part": h["part"].to_numpy(),
+            "bin": bins,
+            "p_low": (bins - 1) / HISTOGRAM_BINS,
+            "p_high": bins / HISTOGRAM_BINS,
+            "n": h["n"].astype(np.int64).to_numpy(),
+        }
+    ).sort_values(["part", "bin"], ignore_index=True)
+    return ScoredMetrics(summary, calibration, histogram)
 
 
 def information_value(final_map: pd.DataFrame) -> dict[str, float]:

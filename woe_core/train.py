@@ -44,7 +44,7 @@ from . import woe_math
 from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
 from .certify import ENTRYPOINT
 from .contract import SOCIO_STORE
-from .db import fetch_arrays, woe_errors
+from .db import woe_errors
 from .errors import InvalidParameter, WoeError
 from .identity import require_actor
 from .migrations import source_file
@@ -64,6 +64,8 @@ MAX_FOLDS = 50
 # How long a training waits for another one to finish (ml.woe_anchor_training_lock_v1).
 TRAINING_LOCK_WAIT = "10 minutes"
 MAX_KEY_SUFFIX = 999
+# work_mem of the training transaction: per sort or hash node, per process.
+TRAINING_WORK_MEM = "64MB"
 
 Progress = Callable[[str, float], None]
 
@@ -184,48 +186,75 @@ WHERE y IS NOT NULL
 """
 
 
-def _cuts_sql(k: int) -> str:
-    q = "percentile_cont(ARRAY[1::float8 / 3, 2::float8 / 3]) WITHIN GROUP (ORDER BY presentation_score)"
-    parts = []
-    for m in range(k + 1):
-        flt = f"FILTER (WHERE fold <> {m})" if m < k else ""
-        parts.append(f"{q} {flt} AS q{m}, count(presentation_score) {flt} AS n{m}")
-    return "SELECT " + ",\n".join(parts) + "\nFROM _woe_rows WHERE is_train"
+_COUNTS_SQL = (
+    "SELECT is_train, fold, y, count(*) AS n, sum(w) AS w, count(presentation_score) AS n_scored "
+    "FROM _woe_rows GROUP BY is_train, fold, y"
+)
 
 
 def _sums_sql() -> str:
-    """Weighted sums per (split, fold, model, band, value); model is NULL for cut-independent bands.
+    """One scan for every band's sums: per (is_train, fold, y) and value of each cut-independent
+    band (``slot``) or bucket of presentation score (``bucket``), the weight and row count.
 
-    The presentation band differs per model (each has its own cuts). Rather than
-    band every row K+1 times, rows are first summed per bucket of the sorted set
-    of all models' cut values (every row of a bucket is on the same side of every
-    cut), and each bucket is then banded for each model by ``ml.woe_band_present``
-    applied to the bucket's lower bound (-Infinity for the first bucket).
+    Rows are first summed per combination of five bands, and of the other four bands and
+    the bucket (two hash tables of at most a few thousand groups per split, fold and
+    label, whatever the number of rows), then those sums per band: far fewer hash
+    lookups per row than one grouping set per band. The presentation band differs per
+    model (each has its own cuts); rather than band every row K+1 times, rows are summed
+    per bucket of the sorted set of all models' cut values ``:bounds`` (every row of a
+    bucket is on the same side of every cut; -1 for a missing score), and each bucket is
+    banded per model afterwards (``_BUCKET_BANDS_SQL``). ``OFFSET 0`` keeps the bucket
+    computed once per row.
     """
-    slots = ", ".join(f"s_{name}" for name, _ in _FIXED_BANDS)
-    sets = ", ".join(f"(is_train, fold, s_{name})" for name, _ in _FIXED_BANDS)
-    agg = (
-        "sum(w) FILTER (WHERE y = 1) AS w1, sum(w) FILTER (WHERE y = 0) AS w0, "
-        "count(*) FILTER (WHERE y = 1) AS n1, count(*) FILTER (WHERE y = 0) AS n0"
-    )
+    first = [f"s_{name}" for name, _ in _FIXED_BANDS[:5]]
+    second = [f"s_{name}" for name, _ in _FIXED_BANDS[5:]] + ["bucket"]
+    slots = [f"s_{name}" for name, _ in _FIXED_BANDS]
+    keys = "is_train, fold, y"
+    sets = ", ".join(f"({keys}, {c})" for c in [*slots, "bucket"])
     return f"""
-SELECT g.is_train, g.fold, NULL::integer AS model, v.band_name, v.band_value, g.w1, g.w0, g.n1, g.n0
-  FROM (SELECT is_train, fold, COALESCE({slots}) AS slot, {agg}
-          FROM _woe_rows GROUP BY GROUPING SETS ({sets})) AS g
-  JOIN ml.woe_anchor_band_values_v1 AS v ON v.band_schema_version = :v AND v.slot = g.slot
-UNION ALL
-SELECT b.is_train, b.fold, c.model, 'present',
-       ml.woe_band_present(CASE WHEN b.bucket = 0 THEN '-Infinity'::float8 ELSE bounds.b[b.bucket] END, c.c1, c.c2),
-       sum(b.w1), sum(b.w0), sum(b.n1), sum(b.n0)
-  FROM (SELECT is_train, fold,
-               width_bucket(nullif(presentation_score, 'NaN'::float8),
-                            (SELECT array_agg(DISTINCT x ORDER BY x) FROM _woe_cuts, unnest(ARRAY[c1, c2]) AS x)) AS bucket,
-               {agg}
-          FROM _woe_rows GROUP BY 1, 2, 3) AS b
- CROSS JOIN (SELECT array_agg(DISTINCT x ORDER BY x) AS b FROM _woe_cuts, unnest(ARRAY[c1, c2]) AS x) AS bounds
-  JOIN _woe_cuts AS c ON b.is_train OR c.model = :k
- GROUP BY 1, 2, 3, 5
+WITH cells AS (
+    SELECT {keys}, {", ".join(slots)}, bucket, sum(w) AS w, count(*) AS n
+      FROM (SELECT {keys}, w, {", ".join(slots)},
+                   coalesce(width_bucket(nullif(presentation_score, 'NaN'::float8), CAST(:bounds AS float8[])), -1)
+                       AS bucket
+              FROM _woe_rows OFFSET 0) AS r
+     GROUP BY GROUPING SETS (({keys}, {", ".join(first)}), ({keys}, {", ".join(second)})))
+SELECT {keys}, coalesce({", ".join(slots)}) AS slot, bucket, sum(w) AS w, sum(n)::bigint AS n
+  FROM cells
+ GROUP BY GROUPING SETS ({sets})
 """
+
+
+# The presentation band of each bucket (see _sums_sql) under each model's cuts: the band
+# of the bucket's lower bound (-Infinity for the first), or of a missing score.
+_BUCKET_BANDS_SQL = """
+SELECT c.model, j.bucket,
+       ml.woe_band_present(CASE WHEN j.bucket = -1 THEN NULL
+                                WHEN j.bucket = 0 THEN '-Infinity'::float8
+                                ELSE (CAST(:bounds AS float8[]))[j.bucket] END, c.c1, c.c2) AS band_value
+  FROM _woe_cuts AS c
+ CROSS JOIN generate_series(-1, cardinality(CAST(:bounds AS float8[]))) AS j(bucket)
+"""
+
+
+def _cut_ranks_sql(k: int) -> str:
+    """The order statistics behind every model's cuts, from one sort of the TRAIN scores.
+
+    ``r<m>`` is the running count of rows outside fold m (all rows for m = K), so the
+    row where it equals j (and that is outside fold m) is the j-th smallest score of
+    model m's rows; ``:ranks`` names the wanted j of each model.
+    """
+    counts = [f"count(*) FILTER (WHERE fold <> {m}) OVER w AS r{m}" for m in range(k)]
+    counts.append(f"count(*) OVER w AS r{k}")
+    wanted = [f"(fold <> {m} AND r{m} = ANY(CAST(:ranks{m} AS bigint[])))" for m in range(k)]
+    wanted.append(f"r{k} = ANY(CAST(:ranks{k} AS bigint[]))")
+    return (
+        f"SELECT fold, v, {', '.join(f'r{m}' for m in range(k + 1))} FROM ("
+        f"SELECT fold, presentation_score AS v, {', '.join(counts)} FROM _woe_rows "
+        "WHERE is_train AND presentation_score IS NOT NULL "
+        "WINDOW w AS (ORDER BY presentation_score ROWS UNBOUNDED PRECEDING)) AS ranked "
+        f"WHERE {' OR '.join(wanted)}"
+    )
 
 
 def _logit_sql() -> str:
@@ -312,6 +341,8 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
     t = time.perf_counter()
     with woe_errors(), engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         conn.execute(sa.text("SELECT audit.fresh_certification_id(:d)"), {"d": ENTRYPOINT})
+        # Sorts and hashes of a million rows fit in memory instead of spilling (this transaction only).
+        conn.execute(sa.text(f"SET LOCAL work_mem = '{TRAINING_WORK_MEM}'"))
         t_min, t_max, data_end = _data_range(conn)
         if not t_min < p.train_cutoff_ts <= t_max:
             raise InvalidParameter(
@@ -332,14 +363,14 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
                 "t4": t4,
             },
         )
-        conn.execute(sa.text("ANALYZE _woe_rows"))  # the aggregates plan badly without statistics
-        counts = _check_rows(conn, k)
+        groups = pd.DataFrame(conn.execute(sa.text(_COUNTS_SQL)).mappings().all())
+        counts = _check_rows(conn, groups, k)
         t = _step(progress, timings, "band and label rows", 0.3, t)
 
-        cuts = _learn_cuts(conn, k)
+        cuts = _learn_cuts(conn, groups, k)
         t = _step(progress, timings, "learn presentation cuts", 0.4, t)
 
-        sums = pd.DataFrame(conn.execute(sa.text(_sums_sql()), {"k": k, "v": BAND_SCHEMA_VERSION}).mappings().all())
+        sums = _band_sums(conn, cuts, k)
         fitted = woe_math.fit(*woe_math.dense_sums(_expand_models(sums[sums["is_train"]], k), k), p.eps)
         _check_fit(fitted, k)
         bases, maps = fitted.bases(), fitted.maps()
@@ -348,11 +379,11 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         _pack(conn, bases, maps, cuts)
         key = _choose_key(conn)
         table = _stage_scores(conn, key)
-        scored = _scored_arrays(conn, table, k)
+        scored = _scored_metrics(conn, table, k)
         t = _step(progress, timings, "score OOF and EVAL rows", 0.75, t)
 
         final = bases[bases["model"] == k].iloc[0]
-        metric_doc = _metrics(scored, sums, maps, counts, k, p, data_end)
+        metric_doc = _metrics(scored, sums, maps, counts, k, data_end)
         _insert_registry(conn, key, p, final, actor, metric_doc)
         _write_cuts(conn, key, cuts, k)
         _write_maps(conn, key, maps, k)
@@ -361,21 +392,38 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
     return TrainResult(key, p, float(final["base_rate"]), float(final["base_logit"]), metric_doc, timings)
 
 
-def _check_rows(conn: Connection, k: int) -> dict:
-    c = (
-        conn.execute(
-            sa.text(
-                "SELECT count(*) FILTER (WHERE is_train) AS train_rows, count(*) FILTER (WHERE NOT is_train) AS eval_rows, "
-                "coalesce(sum(w) FILTER (WHERE is_train), 0) AS train_weight, "
-                "coalesce(sum(w) FILTER (WHERE NOT is_train), 0) AS eval_weight, "
-                "count(*) FILTER (WHERE is_train AND y = 1) AS train_pos, count(*) FILTER (WHERE is_train AND y = 0) AS train_neg "
-                "FROM _woe_rows"
-            )
-        )
-        .mappings()
-        .one()
-    )
-    counts = {key: (float(v) if "weight" in key else int(v)) for key, v in c.items()}
+def _band_slots(conn: Connection) -> dict[str, dict[int, str]]:
+    """Every band's values by their slot in ``ml.woe_anchor_band_values_v1``, by band."""
+    out: dict[str, dict[int, str]] = {}
+    for band, value, slot in conn.execute(
+        sa.text(
+            "SELECT band_name, band_value, slot FROM ml.woe_anchor_band_values_v1 "
+            "WHERE band_schema_version = :v ORDER BY slot"
+        ),
+        {"v": BAND_SCHEMA_VERSION},
+    ):
+        out.setdefault(band, {})[int(slot)] = value
+    return out
+
+
+def _check_rows(conn: Connection, groups: pd.DataFrame, k: int) -> dict:
+    """Row and weight counts from the per-(split, fold, label) sums; refuses data that cannot train."""
+    train_part = groups[groups["is_train"]] if len(groups) else groups
+    eval_part = groups[~groups["is_train"]] if len(groups) else groups
+
+    def total(part: pd.DataFrame, column: str, label: int | None = None) -> float:
+        if label is not None:
+            part = part[part["y"] == label]
+        return float(part[column].astype(float).sum()) if len(part) else 0.0
+
+    counts = {
+        "train_rows": int(total(train_part, "n")),
+        "eval_rows": int(total(eval_part, "n")),
+        "train_weight": total(train_part, "w"),
+        "eval_weight": total(eval_part, "w"),
+        "train_pos": int(total(train_part, "n", 1)),
+        "train_neg": int(total(train_part, "n", 0)),
+    }
     if counts["train_rows"] == 0:
         raise TrainingError("no TRAIN row is resolved at this cutoff: choose a later train_cutoff_ts")
     if counts["train_pos"] == 0 or counts["train_neg"] == 0:
@@ -383,14 +431,45 @@ def _check_rows(conn: Connection, k: int) -> dict:
         raise TrainingError(f"every TRAIN row has {only}: WOE needs both classes; choose another cutoff")
     # All snapshots of a listing share a fold, so K non-empty folds prove >= K listings;
     # only otherwise are the listings counted (a sort over every TRAIN row).
-    folds = conn.execute(
-        sa.text("SELECT count(*) FROM (SELECT DISTINCT fold FROM _woe_rows WHERE is_train) AS f")
-    ).scalar_one()
-    if folds < k:
+    if train_part["fold"].nunique() < k:
         listings = conn.execute(sa.text("SELECT count(DISTINCT listing_id) FROM _woe_rows WHERE is_train")).scalar_one()
         if listings < k:
             raise InvalidParameter(f"n_folds must be at most the number of TRAIN listings ({listings}), got {k}")
     return counts
+
+
+def _band_sums(conn: Connection, cuts: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The long table (is_train, fold, model, band_name, band_value, w1, w0, n1, n0) of weighted sums.
+
+    ``model`` is NaN for the cut-independent bands (the same for every model); the
+    presentation band has a row per model: every model for TRAIN rows, the final model
+    for EVAL rows. Values no row has are left out.
+    """
+    slots = _band_slots(conn)
+    value_of = {slot: (band, value) for band, _ in _FIXED_BANDS for slot, value in slots[band].items()}
+    bounds = sorted({float(x) for x in cuts["c1"]} | {float(x) for x in cuts["c2"]})
+    long = conn.execute(sa.text(_sums_sql()), {"bounds": bounds}).all()
+    band_of_bucket = conn.execute(sa.text(_BUCKET_BANDS_SQL), {"bounds": bounds}).all()
+    # (is_train, fold, model or None, band, value) -> [w1, w0, n1, n0]
+    acc: dict[tuple[bool, int, int | None, str, str], list[float]] = {}
+
+    def add(key: tuple[bool, int, int | None, str, str], y: int, w: float, n: int) -> None:
+        cell = acc.setdefault(key, [0.0, 0.0, 0, 0])
+        cell[0 if y == 1 else 1] += w
+        cell[2 if y == 1 else 3] += n
+
+    for is_train, fold, y, slot, bucket, w, n in long:
+        if slot is not None:
+            add((is_train, fold, None, *value_of[slot]), y, w, n)
+        elif bucket is not None:
+            for model, b, value in band_of_bucket:
+                if b == bucket and (is_train or model == k):
+                    add((is_train, fold, model, "present", value), y, w, n)
+    rows = [
+        (is_train, fold, np.nan if model is None else float(model), band, value, w1, w0, int(n1), int(n0))
+        for (is_train, fold, model, band, value), (w1, w0, n1, n0) in acc.items()
+    ]
+    return pd.DataFrame(rows, columns=["is_train", "fold", "model", "band_name", "band_value", "w1", "w0", "n1", "n0"])
 
 
 def _check_fit(fitted: woe_math.Fit, k: int) -> None:
@@ -405,15 +484,42 @@ def _check_fit(fitted: woe_math.Fit, k: int) -> None:
             )
 
 
-def _learn_cuts(conn: Connection, k: int) -> pd.DataFrame:
-    row = conn.execute(sa.text(_cuts_sql(k))).mappings().one()
-    rows = []
+def _learn_cuts(conn: Connection, groups: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Every model's cuts, as ``percentile_cont(1/3, 2/3)`` computes them, from one sort.
+
+    With N scores, percentile f lies at 0-based position ``f·(N − 1)``; between the
+    order statistics at its floor and ceiling it is ``lo + frac·(hi − lo)`` (PostgreSQL's
+    ``percentile_cont``, the same IEEE operations), so the cuts are bit-identical to it.
+    """
+    train_part = groups[groups["is_train"]]
+    fractions = (1.0 / 3.0, 2.0 / 3.0)
+    plan: dict[int, list[tuple[int, int, float]]] = {}
+    n_rows: dict[int, int] = {}
     for m in range(k + 1):
-        q = row[f"q{m}"]
-        if q is None:
+        part = train_part if m == k else train_part[train_part["fold"] != m]
+        n = int(part["n_scored"].sum())
+        if n == 0:
             which = f"outside fold {m}" if m < k else "at all"
             raise TrainingError(f"no TRAIN row {which} has a presentation score: cannot learn presentation cuts")
-        rows.append({"model": m, "c1": float(q[0]), "c2": float(q[1]), "n_rows": int(row[f"n{m}"])})
+        n_rows[m] = n
+        plan[m] = []
+        for f in fractions:
+            position = f * (n - 1)
+            lo = math.floor(position)
+            plan[m].append((lo + 1, math.ceil(position) + 1, position - lo))
+    ranks = {f"ranks{m}": sorted({r for lo, hi, _ in plan[m] for r in (lo, hi)}) for m in range(k + 1)}
+    found: dict[tuple[int, int], float] = {}
+    for row in conn.execute(sa.text(_cut_ranks_sql(k)), ranks).mappings():
+        for m in range(k + 1):
+            if (m == k or row["fold"] != m) and row[f"r{m}"] in ranks[f"ranks{m}"]:
+                found[(m, int(row[f"r{m}"]))] = float(row["v"])
+    rows = []
+    for m in range(k + 1):
+        cut = []
+        for lo, hi, frac in plan[m]:
+            low, high = found[(m, lo)], found[(m, hi)]
+            cut.append(low if lo == hi else low + frac * (high - low))
+        rows.append({"model": m, "c1": cut[0], "c2": cut[1], "n_rows": n_rows[m]})
     cuts = pd.DataFrame(rows)
     conn.execute(sa.text("CREATE TEMP TABLE _woe_cuts (model integer, c1 float8, c2 float8) ON COMMIT DROP"))
     conn.execute(
@@ -465,17 +571,13 @@ def _pack(conn: Connection, bases: pd.DataFrame, maps: pd.DataFrame, cuts: pd.Da
 
 
 def _metrics(
-    scored: dict[str, np.ndarray],
+    scored: M.ScoredMetrics,
     sums: pd.DataFrame,
     maps: pd.DataFrame,
     counts: dict,
     k: int,
-    p: TrainParams,
     data_end: datetime,
 ) -> dict:
-    prob = 1.0 / (1.0 + np.exp(-np.clip(scored["logit"], -700, 700)))
-    y = scored["y"].astype(float)
-    is_train = scored["is_train"].astype(bool)
     final_map = maps[maps["model"] == k]
 
     def shares(train_flag: bool) -> dict[str, dict[str, float]]:
@@ -490,8 +592,8 @@ def _metrics(
     return {
         "counts": counts,
         "data_end": data_end.isoformat(),
-        "oof": M.summary(prob[is_train], y[is_train]),
-        "eval": M.summary(prob[~is_train], y[~is_train]),
+        "oof": scored.summary_of("oof"),
+        "eval": scored.summary_of("eval"),
         "information_value": M.information_value(final_map),
         "fold_stability": M.fold_stability(maps, k),
         "psi": {band: M.psi(train_shares.get(band, {}), eval_shares.get(band, {})) for band, _, _ in BANDS},
@@ -615,21 +717,14 @@ def _stage_scores(conn: Connection, key: str) -> str:
     return table
 
 
-def _scored_arrays(conn: Connection, table: str, k: int) -> dict[str, np.ndarray]:
-    """(is_train, y, logit) of the OOF rows (from the staged table) and the EVAL rows (final model)."""
-    oof = fetch_arrays(conn, f"SELECT slow21, woe_logit FROM {table}", [("slow21", "int2"), ("woe_logit", "float8")])
-    # k is a validated int and table a database-quoted name (COPY takes no parameters).
-    ev = fetch_arrays(
-        conn,
-        f"SELECT r.y, {_logit_sql()} AS logit FROM _woe_rows AS r "
-        f"JOIN _woe_packed AS p ON p.model = {int(k)} WHERE NOT r.is_train",
-        [("y", "int2"), ("logit", "float8")],
+def _scored_metrics(conn: Connection, table: str, k: int) -> M.ScoredMetrics:
+    """Metrics of the OOF rows (from the staged table) and the EVAL rows (final model), computed in the database."""
+    source = (
+        f"SELECT 'oof' AS part, p_slow21 AS p, slow21 AS y FROM {table} UNION ALL "
+        f"SELECT 'eval', ml.woe_sigmoid({_logit_sql()}), r.y FROM _woe_rows AS r "
+        "JOIN _woe_packed AS p ON p.model = :k WHERE NOT r.is_train"
     )
-    return {
-        "is_train": np.concatenate([np.ones(len(oof["slow21"]), bool), np.zeros(len(ev["y"]), bool)]),
-        "y": np.concatenate([oof["slow21"], ev["y"]]),
-        "logit": np.concatenate([oof["woe_logit"], ev["logit"]]),
-    }
+    return M.scored_metrics(conn, source, {"k": k})
 
 
 def _write_scores(conn: Connection, key: str) -> int:
