@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose
 
 from woe_core import compare, registry
 from woe_core.errors import InvalidParameter
-from woe_core.metrics import P_CLIP
+from woe_core.metrics import HISTOGRAM_BINS, P_CLIP
 
 
 def _reference(engine, keys, start, end, asof) -> pd.DataFrame:
@@ -49,6 +49,19 @@ def _pairwise_auc(p: np.ndarray, y: np.ndarray) -> float:
     return wins / (len(pos) * len(neg))
 
 
+def calibration_reference(p: np.ndarray, y: np.ndarray) -> list[tuple[int, float, float]]:
+    """(n, mean p, observed rate) per decile of the rows sorted by p, sized as numpy.array_split
+    sizes them; rows tied on p count each tied label in proportion (a tie group of g rows with
+    k positives contributes k/g positives per row), so no row order is assumed."""
+    order = np.argsort(p, kind="stable")
+    p, y = p[order], y[order].astype(float)
+    share = y.copy()
+    for value in np.unique(p):
+        tied = p == value
+        share[tied] = y[tied].mean()
+    return [(len(i), p[i].mean(), share[i].mean()) for i in np.array_split(np.arange(len(p)), 10) if len(i)]
+
+
 @pytest.mark.parametrize("window", ["default", "explicit"])
 def test_common_window_matches_a_reference_from_the_rows(two_models, window):
     engine, first, second = two_models
@@ -75,14 +88,13 @@ def test_common_window_matches_a_reference_from_the_rows(two_models, window):
         assert_allclose(got.loc[key, "auc"], _pairwise_auc(p, y), rtol=1e-12)
         assert_allclose(got.loc[key, "log_loss"], -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)), rtol=1e-10)
         assert_allclose(got.loc[key, "brier"], np.mean((p - y) ** 2), rtol=1e-10)
-        order = r.sort_values(["p", "listing_id", "t0"], kind="stable")
-        parts = np.array_split(np.arange(len(order)), 10)
         cal = result.calibration[result.calibration["model_key"] == key].sort_values("decile")
-        assert_allclose(cal["n"].to_numpy(), [len(i) for i in parts])
-        assert_allclose(cal["mean_predicted"].to_numpy(), [order["p"].to_numpy()[i].mean() for i in parts], rtol=1e-10)
-        assert_allclose(cal["observed_rate"].to_numpy(), [order["y"].to_numpy()[i].mean() for i in parts], rtol=1e-10)
+        expected_cal = calibration_reference(p, y)
+        assert_allclose(cal["n"].to_numpy(), [c[0] for c in expected_cal])
+        assert_allclose(cal["mean_predicted"].to_numpy(), [c[1] for c in expected_cal], rtol=1e-10)
+        assert_allclose(cal["observed_rate"].to_numpy(), [c[2] for c in expected_cal], rtol=1e-10)
         hist = result.histogram[result.histogram["model_key"] == key]
-        bins = np.minimum(np.floor(p * compare.HISTOGRAM_BINS).astype(int) + 1, compare.HISTOGRAM_BINS)
+        bins = np.minimum(np.floor(p * HISTOGRAM_BINS).astype(int) + 1, HISTOGRAM_BINS)
         expected = pd.Series(bins).value_counts().sort_index()
         assert list(hist["bin"]) == list(expected.index) and list(hist["n"]) == list(expected.to_numpy())
 

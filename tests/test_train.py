@@ -409,3 +409,61 @@ def test_a_fold_whose_outside_rows_hold_one_class_is_a_clear_error(engine):
         train.train(engine, train.TrainParams(c, 30.0, 1.0, 2), "t")
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_model_registry_v1")).scalar_one() == 0
+
+
+def _metrics_reference(p: np.ndarray, y: np.ndarray) -> dict:
+    from test_compare_window import calibration_reference
+
+    q = np.clip(p, 1e-15, 1 - 1e-15)
+    return {
+        "n": len(y),
+        "positive_rate": y.mean(),
+        "auc": _auc(list(zip(p, y, strict=True))),
+        "log_loss": -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)),
+        "brier": np.mean((p - y) ** 2),
+        "calibration": calibration_reference(p, y),
+    }
+
+
+def test_stored_metrics_match_the_scored_rows(engine):
+    """OOF metrics from the stored OOF rows, EVAL metrics from the final model's live scores of the
+    EVAL rows: the figures training aggregated in the database, recomputed here from rows."""
+    _certified_demo(engine, 400, 5)
+    result = train.train(engine, train.TrainParams(CUTOFF), "trainer")
+    rows = reference(_raw_rows(engine), CUTOFF, 90.0, 1.0, 5)
+    with engine.connect() as conn:
+        oof = conn.execute(
+            sa.text("SELECT p_slow21, slow21 FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"),
+            {"k": result.model_key},
+        ).all()
+        live = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT (listing_id, t0)::text, woe_anchor_p_slow21 FROM ml.woe_anchor_scores_by_model_train_v "
+                    "WHERE model_key = :k AND t0 >= :c"
+                ),
+                {"k": result.model_key, "c": CUTOFF},
+            ).all()
+        )
+        keys = conn.execute(
+            sa.text("SELECT (listing_id, t0)::text, listing_id, t0 FROM ml.woe_anchor_feature_store_t0_v1_v")
+        ).all()
+    key_of = {(lid, t0): k for k, lid, t0 in keys}
+    ev_p = np.array([live[key_of[(r["listing_id"], r["t0"])]] for r in rows["eval_rows"]], dtype=float)
+    ev_y = np.array([r["y"] for r in rows["eval_rows"]], dtype=float)
+    parts = {
+        "oof": (np.array([r[0] for r in oof], dtype=float), np.array([r[1] for r in oof], dtype=float)),
+        "eval": (ev_p, ev_y),
+    }
+    for part, (p, y) in parts.items():
+        got, want = result.metrics[part], _metrics_reference(p, y)
+        assert got["n"] == want["n"] > 100 and pd.Series(p).duplicated().any()  # ties occur
+        for name in ("positive_rate", "auc", "log_loss", "brier"):
+            assert got[name] == pytest.approx(want[name], rel=1e-10), (part, name)
+        assert [c["n"] for c in got["calibration"]] == [c[0] for c in want["calibration"]]
+        assert_allclose(
+            [c["mean_predicted"] for c in got["calibration"]], [c[1] for c in want["calibration"]], rtol=1e-10
+        )
+        assert_allclose(
+            [c["observed_rate"] for c in got["calibration"]], [c[2] for c in want["calibration"]], rtol=1e-10
+        )

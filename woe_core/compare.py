@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -20,9 +21,10 @@ from . import train
 from .bands import BAND_NAMES, BAND_VALUES
 from .db import frame, woe_errors
 from .errors import InvalidParameter, NotFound
-from .metrics import P_CLIP
+from .metrics import scored_metrics
 
 SPREAD_FLAG = 0.5  # a fold spread (max - min WOE) above this is highlighted
+COMPARE_WORK_MEM = "64MB"  # the window's sorts and hashes in memory, this transaction only
 
 
 def _keys(keys: list[str]) -> list[str]:
@@ -144,8 +146,6 @@ def fold_stability(engine: Engine, key: str, spread_flag: float = SPREAD_FLAG) -
 
 # --- Like-for-like comparison on one common evaluation window --------------------------------
 
-HISTOGRAM_BINS = 20
-
 
 @dataclass(frozen=True)
 class CommonWindow:
@@ -153,7 +153,7 @@ class CommonWindow:
 
     ``metrics``: model_key, n, positives, auc, log_loss, brier; ``calibration``:
     model_key, decile, n, mean_predicted, observed_rate; ``histogram``: model_key,
-    bin (1..HISTOGRAM_BINS), p_low, p_high, n.
+    bin (1..metrics.HISTOGRAM_BINS), p_low, p_high, n.
     """
 
     start: datetime
@@ -191,40 +191,6 @@ def _window_rows_sql() -> str:
          WHERE b.model_key = ANY(:keys) AND b.t0 >= :start AND b.t0 < :end"""
 
 
-def _common_window_sql() -> str:
-    return """
-WITH tot AS (SELECT model_key, count(*) AS n, sum(y) AS pos FROM _cw_rows GROUP BY model_key),
-by_score AS (SELECT model_key, p, sum(y) AS pos, count(*) - sum(y) AS neg FROM _cw_rows GROUP BY model_key, p),
-ranked AS (SELECT model_key, pos, neg,
-                  coalesce(sum(neg) OVER (PARTITION BY model_key ORDER BY p
-                                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS neg_below
-             FROM by_score),
-auc AS (SELECT model_key, sum(pos * (neg_below + neg / 2.0)) AS u FROM ranked GROUP BY model_key),
-losses AS (SELECT model_key,
-                  sum(-(y * ln(least(greatest(p, :clip), 1 - :clip))
-                        + (1 - y) * ln(1 - least(greatest(p, :clip), 1 - :clip)))) AS ll,
-                  sum((p - y) ^ 2) AS sq
-             FROM _cw_rows GROUP BY model_key)
-SELECT t.model_key, t.n, t.pos AS positives,
-       CASE WHEN t.pos > 0 AND t.pos < t.n THEN a.u / (t.pos::float8 * (t.n - t.pos)) END AS auc,
-       l.ll / t.n AS log_loss, l.sq / t.n AS brier
-  FROM tot AS t JOIN auc AS a USING (model_key) JOIN losses AS l USING (model_key)
-"""
-
-
-_CALIBRATION_SQL = """
-SELECT model_key, decile, count(*) AS n, avg(p) AS mean_predicted, avg(y) AS observed_rate
-  FROM (SELECT model_key, p, y, ntile(10) OVER (PARTITION BY model_key ORDER BY p, listing_id, t0) AS decile
-          FROM _cw_rows) AS d
- GROUP BY model_key, decile ORDER BY model_key, decile
-"""
-
-_HISTOGRAM_SQL = f"""
-SELECT model_key, least(width_bucket(p, 0, 1, {HISTOGRAM_BINS}), {HISTOGRAM_BINS}) AS bin, count(*) AS n
-  FROM _cw_rows GROUP BY 1, 2 ORDER BY 1, 2
-"""
-
-
 def common_window_metrics(
     engine: Engine,
     keys: list[str],
@@ -237,9 +203,10 @@ def common_window_metrics(
     Every model scores the snapshots with ``start <= t0 < end`` through the guarded
     live view ``ml.woe_anchor_scores_by_model_train_v``, labelled by the training
     label as of ``asof`` (rows still unresolved then are left out). Everything is
-    aggregated in PostgreSQL: AUC from the rank sum over distinct scores (ties count
-    half), log loss (p clipped to [1e-15, 1 - 1e-15]) and Brier as sums, calibration
-    by decile of score, the histogram in HISTOGRAM_BINS equal bins of p. Defaults:
+    aggregated in PostgreSQL by ``metrics.scored_metrics``, with the definitions of the
+    metrics stored with every model (AUC with ties counting half, log loss with p
+    clipped to [1e-15, 1 - 1e-15], Brier, calibration by decile of score, the
+    histogram in ``metrics.HISTOGRAM_BINS`` equal bins of p). Defaults:
     ``default_window``. Raises CertificationRequired when the guard refuses.
     """
     keys = list(metrics(engine, keys))
@@ -250,38 +217,27 @@ def common_window_metrics(
             raise InvalidParameter(f"{name} must be a timezone-aware datetime, got {value!r}")
     if not start < end:
         raise InvalidParameter(f"the window must have start < end, got start={start!r}, end={end!r}")
-    params = {"keys": keys, "start": start, "end": end, "asof": asof, "clip": P_CLIP}
-    with woe_errors(), engine.begin() as conn:  # the scored rows stay in the database, in a temp table
-        conn.execute(
-            sa.text(
-                "CREATE TEMP TABLE _cw_rows ON COMMIT DROP AS "
-                f"SELECT * FROM ({_window_rows_sql()}) AS x WHERE y IS NOT NULL"
-            ),
-            params,
-        )
-        summary_rows = frame(conn, sa.text(_common_window_sql()), {"clip": P_CLIP})
-        cal = frame(conn, sa.text(_CALIBRATION_SQL))
-        hist = frame(conn, sa.text(_HISTOGRAM_SQL))
-    found = summary_rows.set_index("model_key")
+    params = {"keys": keys, "start": start, "end": end, "asof": asof}
+    source = f"SELECT model_key AS part, p, y FROM ({_window_rows_sql()}) AS x"
+    with woe_errors(), engine.begin() as conn:  # the scored rows stay in the database
+        conn.execute(sa.text(f"SET LOCAL work_mem = '{COMPARE_WORK_MEM}'"))
+        scored = scored_metrics(conn, source, params)
+    found = scored.summary.set_index("part")
     summary_rows = pd.DataFrame(
         [
             {
                 "model_key": k,
                 "n": int(found.loc[k, "n"]) if k in found.index else 0,
                 "positives": int(found.loc[k, "positives"]) if k in found.index else 0,
-                "auc": found.loc[k, "auc"] if k in found.index else None,
-                "log_loss": found.loc[k, "log_loss"] if k in found.index else None,
-                "brier": found.loc[k, "brier"] if k in found.index else None,
+                "auc": float(found.loc[k, "auc"]) if k in found.index else np.nan,
+                "log_loss": float(found.loc[k, "log_loss"]) if k in found.index else np.nan,
+                "brier": float(found.loc[k, "brier"]) if k in found.index else np.nan,
             }
             for k in keys
         ]
     )
-    for col in ("auc", "log_loss", "brier"):
-        summary_rows[col] = pd.to_numeric(summary_rows[col], errors="coerce").astype(float)
-    for col in ("mean_predicted", "observed_rate"):
-        cal[col] = cal[col].astype(float)
-    hist["p_low"] = (hist["bin"] - 1) / HISTOGRAM_BINS
-    hist["p_high"] = hist["bin"] / HISTOGRAM_BINS
+    cal = scored.calibration.rename(columns={"part": "model_key"})
+    hist = scored.histogram.rename(columns={"part": "model_key"})[["model_key", "bin", "n", "p_low", "p_high"]]
     return CommonWindow(start, end, asof, summary_rows, cal, hist)
 
 
