@@ -640,7 +640,7 @@ class SpaceCheck:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def _server_is_local(engine: sqlalchemy.Engine) -> bool:
@@ -777,7 +777,7 @@ def load_demo(
             else ""
         )
         raise OutOfResources(
-            f"the database server ran out of {what} while loading a demo of {n:,} listings, after "
+            f"the database server ran out of {what} while loading a demo of {n:,} listings, after sending "
             f"{socio_rows:,} snapshots ({exc.diag.message_primary}). The load was rolled back: the previous data "
             f"and their certification are unchanged.{need}"
         ) from None
