@@ -53,7 +53,8 @@ def timed(fn, repeat=1):
     return statistics.median(runs)
 
 
-def insert_ground_truth_model(engine):
+def insert_ground_truth_model(engine, cutoff=None):
+    """Register the ground-truth model (cutoff ``cutoff``, default now) and make it active by break-glass."""
     gt = demo.GROUND_TRUTH
     base = gt["intercept"]
     with engine.begin() as conn:
@@ -62,10 +63,10 @@ def insert_ground_truth_model(engine):
             sa.text(
                 "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
                 "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-                "dsold_t4, created_by) VALUES (:k, now(), 60, 1, 5, 1, :sha, false, 1 / (1 + exp(-:b)), :b, "
+                "dsold_t4, created_by) VALUES (:k, coalesce(CAST(:cutoff AS timestamptz), now()), 60, 1, 5, 1, :sha, false, 1 / (1 + exp(-:b)), :b, "
                 "-0.15, -0.05, 0.05, 0.15, 'bench')"
             ),
-            {"k": KEY, "sha": "0" * 64, "b": base},
+            {"k": KEY, "sha": "0" * 64, "b": base, "cutoff": cutoff},
         )
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, NULL, 0.50, 0.62, 0)"), {"k": KEY})
         conn.execute(
@@ -147,6 +148,7 @@ def lookup_latencies(engine, lookups: int, peers: bool = True) -> dict:
         if peers:
             latency(pg, BARE_LOOKUP, ids[:50])
             out["bare"] = latency(pg, BARE_LOOKUP, ids)
+        pg.autocommit = False  # back to the pool as it came: later engine.begin() blocks need real transactions
     finally:
         raw.close()
     return out
