@@ -1,7 +1,6 @@
-"""Loading the demo when disk space runs out, for real: the base tables on a 20 MB tmpfs tablespace.
-
-Needs a local server (the embedded one) and the right to mount a tmpfs (root); skipped,
-saying why, otherwise.
+"""Loading the demo when disk space runs out, for real (the base tables on a 20 MB tmpfs
+tablespace: needs the embedded server and root to mount it, skipped otherwise), and when
+the server ends the loading connection.
 """
 
 from __future__ import annotations
@@ -10,6 +9,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from woe_core import certify, demo
-from woe_core.errors import OutOfResources
+from woe_core.errors import DatabaseUnavailable, OutOfResources
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = (demo.SOCIO_TABLE, demo.IMAGE_TABLE)
@@ -109,3 +110,42 @@ def test_a_disk_that_fills_up_during_the_load_leaves_the_certified_data_as_they_
     again = certify.certify(engine, "test-certifier")
     assert again.passed and again.row_count == before[0]
     assert demo.load_demo(engine, 300)["socio_rows"] > 300
+
+
+def test_a_load_whose_server_connection_dies_commits_nothing(certified_engine):
+    engine = certified_engine
+    before, cert = _counts(engine), certify.status(engine)
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            demo.load_demo(engine, 300_000)
+        except BaseException as exc:  # kept for the assertions below
+            failure.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    killer = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with killer.connect() as conn:
+        for _ in range(600):  # wait until the load is copying, then end its backend as an administrator would
+            killed = (
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query LIKE 'COPY ml.%' AND pid <> pg_backend_pid()"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if killed:
+                break
+            time.sleep(0.02)
+    loader.join(timeout=300)
+    assert killed == [True]
+    assert len(failure) == 1 and isinstance(failure[0], DatabaseUnavailable), failure
+    assert str(failure[0]).startswith("lost the database server while loading a demo of 300,000 listings")
+    assert "Nothing of this load was committed" in str(failure[0])
+    assert _counts(engine) == before
+    after = certify.status(engine)
+    assert after.fresh and after.latest.certification_id == cert.latest.certification_id

@@ -81,7 +81,7 @@ import sqlalchemy
 from psycopg.copy import QueuedLibpqWriter
 
 from . import db
-from .errors import InvalidParameter, OutOfResources
+from .errors import DatabaseUnavailable, InvalidParameter, OutOfResources
 
 __all__ = ["DEMO_END", "GROUND_TRUTH", "DemoData", "generate_demo", "iter_demo", "load_demo", "space_check"]
 
@@ -728,6 +728,40 @@ def _refuse_short_resources(engine: sqlalchemy.Engine, n: int) -> None:
         )
 
 
+def _load_failure(engine: sqlalchemy.Engine, n: int, sent: int, exc: Exception) -> Exception:
+    """The error to report for a server-side failure of the load (SQLAlchemy may wrap psycopg's)."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, psycopg.errors.DiskFull | psycopg.errors.OutOfMemory):
+        what = "disk space" if isinstance(orig, psycopg.errors.DiskFull) else "memory"
+        check = space_check(engine, n) if what == "disk space" else None
+        need = (
+            " It needs about "
+            + ", ".join(
+                f"{_gb(b)} in {folder} ({_gb(check.free[folder])} free now)" for folder, b in check.needed.items()
+            )
+            + "."
+            if check
+            else ""
+        )
+        return OutOfResources(
+            f"the database server ran out of {what} while loading a demo of {n:,} listings, after sending "
+            f"{sent:,} snapshots ({orig.diag.message_primary}). The load was rolled back: the previous data "
+            f"and their certification are unchanged.{need}"
+        )
+    first_line = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if (
+        isinstance(orig, psycopg.OperationalError)
+        and not orig.sqlstate
+        or isinstance(orig, psycopg.errors.AdminShutdown)
+    ):
+        return DatabaseUnavailable(
+            f"lost the database server while loading a demo of {n:,} listings, after sending {sent:,} snapshots "
+            f"({first_line}). Nothing of this load was committed: the previous data and their certification are "
+            "unchanged. The server's log says why (a full disk under pg_wal stops the server)."
+        )
+    return exc
+
+
 def load_demo(
     engine: sqlalchemy.Engine, n_listings: int, *, seed: int = 7, check_resources: bool = True
 ) -> dict[str, int]:
@@ -764,29 +798,14 @@ def load_demo(
                     socio_rows += _copy_frame(cur, SOCIO_TABLE, chunk.socio)
                     image_rows += _copy_frame(cur, IMAGE_TABLE, chunk.images)
                     done += 1
-    except (psycopg.errors.DiskFull, psycopg.errors.OutOfMemory) as exc:
-        what = "disk space" if isinstance(exc, psycopg.errors.DiskFull) else "memory"
-        check = space_check(engine, n) if what == "disk space" else None
-        need = (
-            " It needs about "
-            + ", ".join(
-                f"{_gb(b)} in {folder} ({_gb(check.free[folder])} free now)" for folder, b in check.needed.items()
-            )
-            + "."
-            if check
-            else ""
-        )
-        raise OutOfResources(
-            f"the database server ran out of {what} while loading a demo of {n:,} listings, after sending "
-            f"{socio_rows:,} snapshots ({exc.diag.message_primary}). The load was rolled back: the previous data "
-            f"and their certification are unchanged.{need}"
-        ) from None
     except MemoryError:
         raise OutOfResources(
             f"this process ran out of memory generating chunk {done + 1} of a demo of {n:,} listings "
             f"(a chunk of {CHUNK_LISTINGS:,} listings needs about {CHUNK_MEMORY_BYTES / 2**20:.0f} MB). The load "
             "was rolled back: the previous data and their certification are unchanged."
         ) from None
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+        raise _load_failure(engine, n, socio_rows, exc) from None
     # Fresh statistics at once (a sample, not a scan): query plans and the Home page's
     # estimated counts need not wait for autovacuum.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
