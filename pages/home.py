@@ -29,7 +29,7 @@ else:
     st.caption(
         f"≈: the planner's estimates from the table statistics at {counts.counted_at:%H:%M:%S} UTC, read without "
         f"scanning (stores above {overview.EXACT_BELOW:,} rows are not counted on every visit; the distinct "
-        "listings estimate is the roughest)."
+        "listings estimate is the roughest: about 25% low on the demo data; – until the first ANALYZE)."
         + (
             " Snapshots: exact, the row count of the latest certification (data unchanged since)."
             if counts.snapshots_exact

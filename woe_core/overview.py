@@ -29,7 +29,7 @@ class DataCounts:
 
     snapshots: int
     image_rows: int
-    listings: int
+    listings: int | None  # None: no statistics to estimate it from yet (before the first ANALYZE)
     counted_at: datetime
     exact: bool = True
     snapshots_exact: bool = True
@@ -37,6 +37,8 @@ class DataCounts:
     def show(self, name: str) -> str:
         """``name``'s count as text: exact with thousands separators, an estimate as '≈' and 3 significant digits."""
         value = getattr(self, name)
+        if value is None:
+            return "–"
         if self.exact or (name == "snapshots" and self.snapshots_exact):
             return f"{value:,}"
         return f"≈ {round(value, 2 - len(str(abs(value))) + 1) if value else 0:,}"
@@ -55,6 +57,17 @@ def planner_rows(conn: Connection, query: str) -> int:
     """The planner's estimate of the rows ``query`` returns (``EXPLAIN``: nothing is executed)."""
     plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {query}")).scalar_one()
     return int(plan[0]["Plan"]["Plan Rows"])
+
+
+# Whether ANALYZE has given the planner a distinct count of listing_id in a table the view
+# reads; without one its DISTINCT estimate is a fixed default, not an estimate.
+_HAS_LISTING_STATS = sa.text(
+    "SELECT EXISTS (SELECT 1 FROM pg_rewrite AS r JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass "
+    "AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class "
+    "JOIN pg_class AS c ON c.oid = d.refobjid JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+    "JOIN pg_stats AS s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'listing_id' "
+    "WHERE r.ev_class = CAST(:view AS regclass))"
+)
 
 
 def data_counts(
@@ -78,7 +91,9 @@ def data_counts(
                 )
             ).one()
             return DataCounts(c.snapshots, c.image_rows, c.listings, datetime.now(UTC))
-        listings = min(planner_rows(conn, f"SELECT DISTINCT listing_id FROM {SOCIO_STORE}"), snapshots)
+        listings: int | None = None
+        if conn.execute(_HAS_LISTING_STATS, {"view": SOCIO_STORE}).scalar_one():
+            listings = min(planner_rows(conn, f"SELECT DISTINCT listing_id FROM {SOCIO_STORE}"), snapshots)
     latest = certification.latest if certification is not None else None
     certified = (
         certification is not None
