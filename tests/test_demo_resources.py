@@ -149,3 +149,35 @@ def test_a_load_whose_server_connection_dies_commits_nothing(certified_engine):
     assert _counts(engine) == before
     after = certify.status(engine)
     assert after.fresh and after.latest.certification_id == cert.latest.certification_id
+
+
+# Runs `woe demo` with its address space capped, once everything is imported, to 30 MB more
+# than it maps then: enough to connect and migrate, not to generate a chunk.
+_CAPPED_DEMO = """
+import resource, sys
+from woe_core import cli
+mapped = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 30 * 2**20, resource.RLIM_INFINITY))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_demo_that_runs_out_of_memory_says_so_and_commits_nothing(certified_engine):
+    engine = certified_engine
+    before, cert = _counts(engine), certify.status(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CAPPED_DEMO, "--database-url", url, "demo", "--listings", "300000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(
+        "error: this process ran out of memory generating chunk 1 of a demo of 300,000 listings"
+    ), done.stderr
+    assert "The load was rolled back" in done.stderr and "Traceback" not in done.stderr
+    assert _counts(engine) == before
+    after = certify.status(engine)
+    assert after.fresh and after.latest.certification_id == cert.latest.certification_id

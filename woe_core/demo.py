@@ -801,8 +801,8 @@ def load_demo(
     except MemoryError:
         raise OutOfResources(
             f"this process ran out of memory generating chunk {done + 1} of a demo of {n:,} listings "
-            f"(a chunk of {CHUNK_LISTINGS:,} listings needs about {CHUNK_MEMORY_BYTES / 2**20:.0f} MB). The load "
-            "was rolled back: the previous data and their certification are unchanged."
+            f"(the process needs about {CHUNK_MEMORY_BYTES / 2**20:.0f} MB with one chunk of {CHUNK_LISTINGS:,} "
+            "listings, at any size). The load was rolled back: the previous data and their certification are unchanged."
         ) from None
     except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
         raise _load_failure(engine, n, socio_rows, exc) from None
