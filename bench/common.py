@@ -64,14 +64,9 @@ def load_certified(engine: sa.Engine, snapshots: int) -> dict:
 # (VmHWM of /proc/self/status) as the last line of stderr.
 _MEASURED_CLI = """
 import atexit, runpy, sys
+from woe_core.demo import proc_kib
 
-def _peak():
-    with open("/proc/self/status") as status:
-        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    sys.stderr.write(f"\\n{_MARK} {kb}\\n")
-
-_MARK = "woe-bench-vmhwm-kB"
-atexit.register(_peak)
+atexit.register(lambda: sys.stderr.write(f"\\nwoe-bench-vmhwm-kB {proc_kib('/proc/self/status', 'VmHWM')}\\n"))
 sys.argv = ["woe_core", *sys.argv[1:]]
 runpy.run_module("woe_core", run_name="__main__")
 """

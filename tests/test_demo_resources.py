@@ -155,8 +155,8 @@ def test_a_load_whose_server_connection_dies_commits_nothing(certified_engine):
 # than it maps then: enough to connect and migrate, not to generate a chunk.
 _CAPPED_DEMO = """
 import resource, sys
-from woe_core import cli
-mapped = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+from woe_core import cli, demo
+mapped = demo.proc_kib("/proc/self/status", "VmSize") * 1024
 resource.setrlimit(resource.RLIMIT_AS, (mapped + 30 * 2**20, resource.RLIM_INFINITY))
 sys.exit(cli.main(sys.argv[1:]))
 """

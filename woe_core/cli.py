@@ -76,14 +76,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _peak_memory_mb() -> float | None:
     """This process's peak resident memory (VmHWM of /proc/self/status) in MB; None without /proc."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    kib = demo.proc_kib("/proc/self/status", "VmHWM")
+    return None if kib is None else kib / 1024
 
 
 def _print_certification(cert: certify.Certification) -> int:

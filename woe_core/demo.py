@@ -696,16 +696,23 @@ def space_check(engine: sqlalchemy.Engine, n_listings: int) -> SpaceCheck | None
     return SpaceCheck(needed, free)
 
 
-def _memory_available() -> int | None:
-    """MemAvailable of /proc/meminfo in bytes (None where there is no /proc)."""
+def proc_kib(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of a Linux /proc file (``/proc/meminfo``, ``/proc/self/status``) in
+    KiB; None where there is no such file or field."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
         pass
     return None
+
+
+def _memory_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is no /proc)."""
+    kib = proc_kib("/proc/meminfo", "MemAvailable")
+    return None if kib is None else kib * 1024
 
 
 def _refuse_short_resources(engine: sqlalchemy.Engine, n: int) -> None:
