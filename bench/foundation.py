@@ -1,4 +1,4 @@
-"""Benchmark of the database foundation: ``python -m bench.foundation [--snapshots N]`` from the repository root.
+"""Benchmark of the database foundation: ``python -m bench.foundation [--snapshots N] [--quick]`` from the repository root.
 
 Measures, on a fresh embedded PostgreSQL (or ``WOE_BENCH_DATABASE_URL``):
 generate + load of the demo marketplace, certification, full scoring through the
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from woe_core import db, demo, promote, train
 from woe_core.bands import BAND_NAMES
 
-from .common import fresh_engine, load_certified
+from .common import QUICK_SNAPSHOTS, fresh_engine, listings_for, load_certified
 
 KEY = "tom_aft_v1_20260101_000000"
 
@@ -53,7 +53,8 @@ def timed(fn, repeat=1):
     return statistics.median(runs)
 
 
-def insert_ground_truth_model(engine):
+def insert_ground_truth_model(engine, cutoff=None):
+    """Register the ground-truth model (cutoff ``cutoff``, default now) and make it active by break-glass."""
     gt = demo.GROUND_TRUTH
     base = gt["intercept"]
     with engine.begin() as conn:
@@ -62,10 +63,10 @@ def insert_ground_truth_model(engine):
             sa.text(
                 "INSERT INTO ml.woe_anchor_model_registry_v1 (model_key, train_cutoff_ts, half_life_days, eps, n_folds, "
                 "band_schema_version, code_sha256, is_active, base_rate, base_logit, dsold_t1, dsold_t2, dsold_t3, "
-                "dsold_t4, created_by) VALUES (:k, now(), 60, 1, 5, 1, :sha, false, 1 / (1 + exp(-:b)), :b, "
+                "dsold_t4, created_by) VALUES (:k, coalesce(CAST(:cutoff AS timestamptz), now()), 60, 1, 5, 1, :sha, false, 1 / (1 + exp(-:b)), :b, "
                 "-0.15, -0.05, 0.05, 0.15, 'bench')"
             ),
-            {"k": KEY, "sha": "0" * 64, "b": base},
+            {"k": KEY, "sha": "0" * 64, "b": base, "cutoff": cutoff},
         )
         conn.execute(sa.text("INSERT INTO ml.woe_anchor_cuts_v1 VALUES (:k, NULL, 0.50, 0.62, 0)"), {"k": KEY})
         conn.execute(
@@ -110,15 +111,64 @@ def latency(raw, sql, ids):
     return np.percentile(samples, 50), np.percentile(samples, 99)
 
 
+def scoring_times(engine, peers: bool = True, repeat: int = 3) -> dict:
+    """Full scoring through the guarded view (median of ``repeat`` after a warm-up), and the peers; the lookup plan."""
+    with engine.connect() as conn:
+
+        def q(sql):
+            return lambda: conn.execute(sa.text(sql)).all()
+
+        q(GUARDED_FULL)()  # warm the cache
+        out = {"guarded_s": timed(q(GUARDED_FULL), repeat)}
+        if peers:
+            out["unguarded_s"] = timed(q(UNGUARDED_FULL), repeat)
+            out["bare_s"] = timed(q(BARE_FULL), repeat)
+        out["plan"] = "\n".join(conn.execute(sa.text("EXPLAIN " + GUARDED_LOOKUP.replace("%s", "1"))).scalars())
+    return out
+
+
+def lookup_latencies(engine, lookups: int, peers: bool = True) -> dict:
+    """p50 and p99 (ms) of single-listing lookups through the guarded view, and of the bare indexed join."""
+    rng = np.random.default_rng(1)
+    with engine.connect() as conn:
+        ids = (
+            conn.execute(sa.text("SELECT listing_id FROM ml.socio_market_snapshots TABLESAMPLE SYSTEM (5)"))
+            .scalars()
+            .all()
+        )
+    ids = rng.choice(np.asarray(ids), size=lookups, replace=True)
+    raw = engine.raw_connection()
+    out = {}
+    try:
+        pg = raw.driver_connection
+        assert pg is not None, "the engine's pool handed out a closed connection"
+        pg.autocommit = True
+        latency(pg, GUARDED_LOOKUP, ids[:50])  # warm-up and prepare
+        out["guarded"] = latency(pg, GUARDED_LOOKUP, ids)
+        if peers:
+            latency(pg, BARE_LOOKUP, ids[:50])
+            out["bare"] = latency(pg, BARE_LOOKUP, ids)
+        pg.autocommit = False  # back to the pool as it came: later engine.begin() blocks need real transactions
+    finally:
+        raw.close()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snapshots", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=1000)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_SNAPSHOTS:,} snapshots, 100 lookups, one run each, no peers"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.snapshots, args.lookups = QUICK_SNAPSHOTS, 100
+    peers, repeat = not args.quick, 1 if args.quick else 3
 
     engine = fresh_engine()
     t = time.perf_counter()
-    demo.generate_demo(max(1, round(args.snapshots / 1.555)), seed=7)
+    demo.generate_demo(listings_for(args.snapshots), seed=7)
     t_gen = time.perf_counter() - t
     loaded = load_certified(engine, args.snapshots)
     rows = [
@@ -128,56 +178,36 @@ def main() -> int:
     ]
     insert_ground_truth_model(engine)
 
-    with engine.connect() as conn:
+    scoring = scoring_times(engine, peers, repeat)
+    t_guarded = scoring["guarded_s"]
+    if peers:
+        t_unguarded, t_bare = scoring["unguarded_s"], scoring["bare_s"]
+        note = f"{t_guarded / t_unguarded:.2f}x unguarded view, {t_guarded / t_bare:.1f}x bare entrypoint scan"
+        rows.append(("full scoring, guarded view", t_guarded, 5.0, note))
+        rows.append(("  peer: unguarded live view", t_unguarded, None, ""))
+        rows.append(("  peer: bare entrypoint scan", t_bare, None, "socio LEFT JOIN image, no banding"))
+    else:
+        rows.append(("full scoring, guarded view", t_guarded, 5.0, "peers skipped (--quick)"))
 
-        def q(sql):
-            return lambda: conn.execute(sa.text(sql)).all()
-
-        q(GUARDED_FULL)()  # warm the cache
-        t_guarded = timed(q(GUARDED_FULL), 3)
-        t_unguarded = timed(q(UNGUARDED_FULL), 3)
-        t_bare = timed(q(BARE_FULL), 3)
-        plan = "\n".join(conn.execute(sa.text("EXPLAIN " + GUARDED_LOOKUP.replace("%s", "1"))).scalars())
-    rows.append(
-        (
-            "full scoring, guarded view",
-            t_guarded,
-            5.0,
-            f"{t_guarded / t_unguarded:.2f}x unguarded view, {t_guarded / t_bare:.1f}x bare entrypoint scan",
-        )
-    )
-    rows.append(("  peer: unguarded live view", t_unguarded, None, ""))
-    rows.append(("  peer: bare entrypoint scan", t_bare, None, "socio LEFT JOIN image, no banding"))
-
-    rng = np.random.default_rng(1)
-    with engine.connect() as conn:
-        ids = (
-            conn.execute(sa.text("SELECT listing_id FROM ml.socio_market_snapshots TABLESAMPLE SYSTEM (5)"))
-            .scalars()
-            .all()
-        )
-    ids = rng.choice(np.asarray(ids), size=args.lookups, replace=True)
-    raw = engine.raw_connection()
-    try:
-        pg = raw.driver_connection
-        assert pg is not None, "the engine's pool handed out a closed connection"
-        pg.autocommit = True
-        latency(pg, GUARDED_LOOKUP, ids[:50])  # warm-up and prepare
-        g50, g99 = latency(pg, GUARDED_LOOKUP, ids)
-        latency(pg, BARE_LOOKUP, ids[:50])
-        b50, b99 = latency(pg, BARE_LOOKUP, ids)
-    finally:
-        raw.close()
-    rows.append(("lookup p50, guarded view (ms)", g50 / 1000, 2.0 / 1000, f"{g50 / b50:.1f}x bare indexed join"))
-    rows.append(("lookup p99, guarded view (ms)", g99 / 1000, 10.0 / 1000, f"{g99 / b99:.1f}x bare indexed join"))
-    rows.append(("  peer: bare join p50 / p99 (ms)", b50 / 1000, None, f"p99 {b99:.2f} ms"))
+    lookups = lookup_latencies(engine, args.lookups, peers)
+    g50, g99 = lookups["guarded"]
+    if peers:
+        b50, b99 = lookups["bare"]
+        rows.append(("lookup p50, guarded view (ms)", g50 / 1000, 2.0 / 1000, f"{g50 / b50:.1f}x bare indexed join"))
+        rows.append(("lookup p99, guarded view (ms)", g99 / 1000, 10.0 / 1000, f"{g99 / b99:.1f}x bare indexed join"))
+        rows.append(("  peer: bare join p50 / p99 (ms)", b50 / 1000, None, f"p99 {b99:.2f} ms"))
+    else:
+        rows.append(("lookup p50, guarded view (ms)", g50 / 1000, 2.0 / 1000, ""))
+        rows.append(("lookup p99, guarded view (ms)", g99 / 1000, 10.0 / 1000, ""))
     checked, verified, train_rows = promotion_times(engine)
     rows.append(("promote a trained model", checked, None, f"incl. provenance: {train_rows:,} TRAIN rows re-derived"))
     rows.append(("  roll back", verified, None, "a promotion of the previous model: re-derives it too"))
 
     print(
         f"\nfoundation benchmark: {loaded['socio_rows']:,} snapshots, {loaded['listings']:,} listings, "
-        f"{args.lookups} lookups; PostgreSQL {db.describe(engine).server_version}, {os.cpu_count()} cores\n"
+        f"{args.lookups} lookups; PostgreSQL {db.describe(engine).server_version}, {os.cpu_count()} cores"
+        + (" (--quick)" if args.quick else "")
+        + "\n"
     )
     print(f"| {'step':<34} | {'measured':>10} | {'target':>8} | note")
     print(f"|{'-' * 36}|{'-' * 12}|{'-' * 10}|------")
@@ -186,7 +216,7 @@ def main() -> int:
         fmt = (lambda v: f"{v * 1000:.2f} ms") if ms else (lambda v: f"{v:.2f} s")
         print(f"| {name:<34} | {fmt(value):>10} | {fmt(target) if target else '':>8} | {note}")
     print("\nEXPLAIN of the guarded lookup (listing_id = 1):")
-    print("\n".join("    " + line for line in plan.splitlines() if "Scan" in line or "Filter" in line))
+    print("\n".join("    " + line for line in scoring["plan"].splitlines() if "Scan" in line or "Filter" in line))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Benchmark of the app: time to first full render of each page, ``python -m bench.pages [--snapshots N]`` from the repository root.
+"""Benchmark of the app: time to first full render of each page, ``python -m bench.pages [--snapshots N] [--quick]`` from the repository root.
 
 On N demo snapshots with two trained models (one active), the app runs as
 ``streamlit run app.py`` and a headless Chromium (Debian's package) opens each
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from woe_core import promote, train
 
-from .common import ROOT, fresh_engine, load_certified
+from .common import QUICK_SNAPSHOTS, ROOT, fresh_engine, load_certified
 
 PAGES = {
     "": "WOE anchor model",
@@ -87,16 +87,45 @@ def script_times(env_url: str, name: str, query: dict, visits: int) -> list[floa
         t = time.perf_counter()
         at.run()
         runs.append(time.perf_counter() - t)
-    return runs[1:]
+        if at.exception:  # a page that raised would be timed as if it had rendered
+            raise SystemExit(f"page {name} raised: {at.exception[0].message}")
+    return runs  # the first run with cold caches, then ``visits`` warm ones
+
+
+def page_queries(first: str, second: str, listing: int) -> dict[str, str]:
+    """Each page's query string: compare both models, promote the second, look up ``listing`` under the second."""
+    return {
+        "compare": f"?models={first},{second}",
+        "promote": f"?model={second}",
+        "lookup": f"?listing={listing}&model={second}",
+    }
+
+
+def server_times(url: str, queries: dict[str, str], visits: int) -> dict[str, list[float]]:
+    """Server-side script time of every page (AppTest): a first run with cold caches, then ``visits`` runs."""
+    return {
+        name or "home": script_times(
+            url, name or "home", dict(q.lstrip("?").split("=") for q in queries.get(name, "").split("&") if q), visits
+        )
+        for name in PAGES
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snapshots", type=int, default=1_000_000)
     parser.add_argument("--visits", type=int, default=3)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SNAPSHOTS:,} snapshots, one visit per page, no one-line peer; the browser part only "
+        "where chromium is installed",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.snapshots, args.visits = QUICK_SNAPSHOTS, 1
     chromium = shutil.which("chromium")
-    if chromium is None:
+    if chromium is None and not args.quick:
         raise SystemExit("Debian's chromium is needed: apt-get install chromium")
 
     engine = fresh_engine()
@@ -110,18 +139,48 @@ def main() -> int:
 
     url = engine.url.render_as_string(hide_password=False)
     env = {**os.environ, "WOE_DATABASE_URL": url}
-    queries = {
-        "compare": f"?models={first},{second}",
-        "promote": f"?model={second}",
-        "lookup": f"?listing={listing}&model={second}",
-    }
-    floor_script = Path(tempfile.mkdtemp(prefix="woe_floor_")) / "floor.py"
-    floor_script.write_text('import streamlit as st\nst.title("Floor")\n')
+    queries = page_queries(first, second, listing)
+    results: dict[str, list[float]] = {}
+    floor: list[float] = []
+    if chromium is not None:
+        results, floor = browser_times(chromium, env, queries, args.visits, peer=not args.quick)
+    server = server_times(url, queries, args.visits)
+
+    print(
+        f"\npage render benchmark: {loaded['socio_rows']:,} snapshots, 2 models; "
+        + (f"headless Chromium, {args.visits} fresh visits per page" if results else "no chromium: server side only")
+        + (" (--quick)" if args.quick else "")
+        + "\n"
+    )
+    floor_median = statistics.median(floor) if floor else None
+    print("| page | browser, first visit | browser, median | × one-line page | server script, median | target |")
+    print("|---|---|---|---|---|---|")
+    if floor_median:
+        print(f"| peer: one-line Streamlit page | {floor[0]:.2f} s | {floor_median:.2f} s | 1.00× | – | – |")
+    for name, runs in server.items():
+        visits = results.get(name)
+        med = statistics.median(visits) if visits else None
+        browser = f"{visits[0]:.2f} s | {med:.2f} s" if visits and med is not None else "– | –"
+        ratio = f"{med / floor_median:.2f}×" if med and floor_median else "–"
+        print(f"| {name} | {browser} | {ratio} | {statistics.median(runs[1:]):.2f} s | ≤ 2 s |")
+    return 0
+
+
+def browser_times(
+    chromium: str, env: dict, queries: dict[str, str], visits: int, peer: bool = True
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Every page opened ``visits`` times in fresh tabs of a headless Chromium; with ``peer``, also a one-line page."""
     from playwright.sync_api import sync_playwright
 
-    results, floor = {}, []
+    results: dict[str, list[float]] = {}
+    floor: list[float] = []
     app, base = serve("app.py", env)
-    floor_app, floor_base = serve(str(floor_script), env)
+    servers = [app]
+    if peer:
+        floor_script = Path(tempfile.mkdtemp(prefix="woe_floor_")) / "floor.py"
+        floor_script.write_text('import streamlit as st\nst.title("Floor")\n')
+        floor_app, floor_base = serve(str(floor_script), env)
+        servers.append(floor_app)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -129,39 +188,17 @@ def main() -> int:
                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
             )
             visit_times(browser, base, PAGES[""], 1)  # the process's first session starts the engine
-            visit_times(browser, floor_base, "Floor", 1)
-            floor = visit_times(browser, floor_base, "Floor", args.visits)
+            if peer:
+                visit_times(browser, floor_base, "Floor", 1)
+                floor = visit_times(browser, floor_base, "Floor", visits)
             for path, title in PAGES.items():
-                results[path or "home"] = visit_times(
-                    browser, f"{base}/{path}{queries.get(path, '')}", title, args.visits
-                )
+                results[path or "home"] = visit_times(browser, f"{base}/{path}{queries.get(path, '')}", title, visits)
             browser.close()
     finally:
-        for proc in (app, floor_app):
+        for proc in servers:
             proc.terminate()
             proc.wait(timeout=30)
-    server = {
-        name: script_times(
-            url, name, dict(q.lstrip("?").split("=") for q in queries.get(name, "").split("&") if q), args.visits
-        )
-        for name in results
-    }
-
-    print(
-        f"\npage render benchmark: {loaded['socio_rows']:,} snapshots, 2 models; headless Chromium, "
-        f"{args.visits} fresh visits per page\n"
-    )
-    floor_median = statistics.median(floor)
-    print("| page | browser, first visit | browser, median | × one-line page | server script, median | target |")
-    print("|---|---|---|---|---|---|")
-    print(f"| peer: one-line Streamlit page | {floor[0]:.2f} s | {floor_median:.2f} s | 1.00× | – | – |")
-    for name, runs in results.items():
-        med = statistics.median(runs)
-        print(
-            f"| {name} | {runs[0]:.2f} s | {med:.2f} s | {med / floor_median:.2f}× | "
-            f"{statistics.median(server[name]):.2f} s | ≤ 2 s |"
-        )
-    return 0
+    return results, floor
 
 
 if __name__ == "__main__":

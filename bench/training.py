@@ -29,7 +29,7 @@ import pandas as pd
 from woe_core import db, woe_math
 from woe_core.bands import BAND_NAMES, BANDS
 
-from .common import ROOT, fresh_engine, load_certified
+from .common import QUICK_SNAPSHOTS, ROOT, fresh_engine, load_certified
 
 CUTOFF = datetime(2026, 7, 1, tzinfo=UTC)
 K = 5
@@ -164,7 +164,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--snapshots", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SNAPSHOTS:,} snapshots, one run of each variant")
     args = parser.parse_args()
+    if args.quick:
+        args.snapshots, args.repeat = QUICK_SNAPSHOTS, 1
 
     engine = fresh_engine()
     loaded = load_certified(engine, args.snapshots)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from woe_core import bootstrap
+from woe_core import bootstrap, overview
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -30,8 +30,40 @@ def test_home_shows_database_counts_and_fresh_certification(app_env):
         snapshots = conn.exec_driver_sql("SELECT count(*) FROM ml.socio_market_snapshots").scalar_one()
     assert metrics["Snapshots"] == f"{snapshots:,}"
     assert metrics["Models"] == "0"
+    assert any(c.value.startswith("Exact row counts") for c in at.caption)
     assert any("Certified" in s.value and "test-certifier" in s.value for s in at.success)
     assert any("server" in c.value for c in at.caption)
+
+
+def _number(text: str) -> int:
+    return int(text.removeprefix("≈ ").replace(",", ""))
+
+
+def test_home_counts_above_the_exact_limit_are_marked_estimates(monkeypatch, app_env):
+    monkeypatch.setattr(overview, "EXACT_BELOW", 10)  # as if the stores were large: no count on a visit
+    with app_env.connect() as conn:
+        exact = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM ml.socio_market_snapshots), (SELECT count(*) FROM ml.iphone_image_features), "
+            "(SELECT count(DISTINCT listing_id) FROM ml.socio_market_snapshots)"
+        ).one()
+    at = _run()
+    metrics = {m.label: m.value for m in at.metric}
+    # certified and unchanged since: the certification's own row count, exact
+    assert metrics["Snapshots"] == f"{exact[0]:,}"
+    assert metrics["Image rows"].startswith("≈ ") and metrics["Listings"].startswith("≈ ")
+    assert abs(_number(metrics["Image rows"]) - exact[1]) <= 0.05 * exact[1]
+    assert abs(_number(metrics["Listings"]) - exact[2]) <= 0.25 * exact[2]
+    assert any("planner's estimates" in c.value and "Snapshots: exact" in c.value for c in at.caption)
+
+    with app_env.begin() as conn:  # a write after the certification: the snapshot count is an estimate too
+        conn.exec_driver_sql(
+            "DELETE FROM ml.iphone_image_features WHERE listing_id = (SELECT min(listing_id) FROM ml.iphone_image_features)"
+        )
+    at = _run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Snapshots"].startswith("≈ ")
+    assert abs(_number(metrics["Snapshots"]) - exact[0]) <= 0.05 * exact[0]
+    assert not any("Snapshots: exact" in c.value for c in at.caption)
 
 
 def test_home_says_when_live_scores_are_refused(monkeypatch, demo_engine):

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -78,6 +79,19 @@ def test_demo_is_deterministic_and_t0_safe():
     assert s["listing_id"].nunique() == 300 and len(s) > 300  # some listings are edited
     sold = s.dropna(subset=["sold_at"])
     assert (sold["sold_at"] >= sold["t0"]).all()
+
+
+def test_demo_chunks_are_the_same_rows_in_publication_order(monkeypatch):
+    monkeypatch.setattr(demo, "CHUNK_LISTINGS", 70)  # 300 listings in 5 chunks, the last one short
+    chunks = list(demo.iter_demo(300, seed=5))
+    assert [c.socio["listing_id"].nunique() for c in chunks] == [70, 70, 70, 70, 20]
+    whole = demo.generate_demo(300, seed=5)
+    assert whole.socio.equals(pd.concat([c.socio for c in chunks], ignore_index=True))
+    first_t0 = whole.socio.groupby("listing_id")["t0"].min()
+    assert first_t0.index.is_monotonic_increasing and first_t0.is_monotonic_increasing  # ids follow publication
+    assert list(first_t0.index) == list(range(10_000_000, 10_000_300))
+    with pytest.raises(InvalidParameter, match="seed must be a non-negative integer, got -1"):
+        demo.generate_demo(10, seed=-1)
 
 
 def test_demo_load_replaces_previous_data(engine):

@@ -17,6 +17,14 @@ def snapshot_count(engine: Engine) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one())
 
 
+def has_snapshots(engine: Engine) -> bool:
+    """True when the certified entrypoint has a row (reads one row, at any size)."""
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM ml.woe_anchor_feature_store_t0_v1_v)")).scalar_one()
+        )
+
+
 def ensure_ready(engine: Engine, actor: str, demo_listings: int = FIRST_START_DEMO_LISTINGS) -> dict:
     """Apply pending migrations; on an empty embedded database, load and certify a demo.
 
@@ -27,7 +35,7 @@ def ensure_ready(engine: Engine, actor: str, demo_listings: int = FIRST_START_DE
     counts, certification id, baseline model key.
     """
     done: dict = {"migrations": [m.path.name for m in migrations.migrate(engine)]}
-    if db.is_embedded(engine) and snapshot_count(engine) == 0:
+    if db.is_embedded(engine) and not has_snapshots(engine):
         done["demo"] = demo.load_demo(engine, demo_listings)
         done["certification"] = certify.certify(engine, actor).certification_id
         done["baseline"] = demo_baseline(engine, actor)

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from sqlalchemy.exc import DBAPIError
@@ -61,11 +61,23 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     engine = _engine(args)
     migrations.migrate(engine)
+    started = time.perf_counter()
     counts = demo.load_demo(engine, args.listings, seed=args.seed)
-    print(f"loaded demo marketplace: {counts['socio_rows']:,} snapshots, {counts['image_rows']:,} image rows")
+    peak = _peak_memory_mb()
+    print(
+        f"loaded demo marketplace: {counts['socio_rows']:,} snapshots, {counts['image_rows']:,} image rows "
+        f"in {human_duration(timedelta(seconds=time.perf_counter() - started))}"
+        + (f", peak memory of this process {peak:,.0f} MB" if peak is not None else "")
+    )
     if not args.no_certify:
         return _print_certification(certify.certify(engine, args.actor or local_actor()))
     return 0
+
+
+def _peak_memory_mb() -> float | None:
+    """This process's peak resident memory (VmHWM of /proc/self/status) in MB; None without /proc."""
+    kib = demo.proc_kib("/proc/self/status", "VmHWM")
+    return None if kib is None else kib / 1024
 
 
 def _print_certification(cert: certify.Certification) -> int:

@@ -67,6 +67,9 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,9 +80,10 @@ import psycopg
 import sqlalchemy
 from psycopg.copy import QueuedLibpqWriter
 
-from .errors import InvalidParameter
+from . import db
+from .errors import DatabaseUnavailable, InvalidParameter, OutOfResources
 
-__all__ = ["DEMO_END", "GROUND_TRUTH", "DemoData", "generate_demo", "load_demo"]
+__all__ = ["DEMO_END", "GROUND_TRUTH", "DemoData", "generate_demo", "iter_demo", "load_demo", "space_check"]
 
 DEMO_END: datetime = datetime(2026, 11, 1, tzinfo=UTC)
 """Fixed data extraction time of the demo data."""
@@ -177,6 +181,8 @@ _COND_PRICE = np.array([0.06, 0.03, 0.0, -0.03, -0.06, 0.0])
 _DAY = 86_400
 _MAX_SNAPSHOTS = 4  # publication + at most 3 edits
 _CHUNK_ROWS = 40_000  # rows per COPY write (about 5 MB of CSV)
+CHUNK_LISTINGS = 100_000
+"""Listings generated and loaded at a time (about 155,000 snapshots)."""
 
 
 @dataclass(frozen=True)
@@ -251,16 +257,21 @@ def _check_end(end: datetime, days: int) -> int:
     return math.floor(end.timestamp())
 
 
-def _draw_listings(rng: np.random.Generator, n: int, start_s: int, window_s: int) -> dict[str, np.ndarray]:
-    """Listing-level features (one value per listing, shared by its snapshots)."""
+def _draw_listings(
+    rng: np.random.Generator, first: int, n: int, n_total: int, start_s: int, window_s: int
+) -> dict[str, np.ndarray]:
+    """Listing-level features of listings ``first .. first + n - 1`` of ``n_total`` (one value per
+    listing, shared by its snapshots)."""
     f: dict[str, np.ndarray] = {}
     # Publication: mild upward trend in volume (density 1 + 0.5 x over the window);
-    # listing ids are assigned in publication order.
+    # listing ids are assigned in publication order. Listing i draws its quantile u
+    # uniformly in [i, i + 1) / n_total (stratified), so that any chunk of listings can
+    # be drawn on its own and the ids still follow publication order across chunks.
     a = 0.5
-    u = np.sort(rng.random(n))
+    u = (first + np.arange(n) + rng.random(n)) / n_total
     frac = (np.sqrt(1.0 + 2.0 * a * u * (1.0 + a / 2.0)) - 1.0) / a
     f["pub_s"] = start_s + np.floor(frac * (window_s - 1)).astype(np.int64)
-    f["listing_id"] = 10_000_000 + np.arange(n, dtype=np.int64)
+    f["listing_id"] = 10_000_000 + first + np.arange(n, dtype=np.int64)
 
     # Generation, wear, condition, damage, battery.
     f["gen"] = gen = rng.choice(len(GENERATIONS), size=n, p=_GEN_PROBS)
@@ -394,13 +405,37 @@ def _time_to_sale(rng: np.random.Generator, eta: np.ndarray, e: dict[str, np.nda
 
 
 def generate_demo(n_listings: int, *, seed: int = 7, end: datetime = DEMO_END, days: int = 365) -> DemoData:
-    """Generate ``n_listings`` listings (about 1.55 snapshots each), deterministic per seed."""
+    """Generate ``n_listings`` listings (about 1.55 snapshots each), deterministic per seed.
+
+    Holds every row in memory: for large sizes use ``iter_demo``, which yields the
+    same rows chunk by chunk.
+    """
+    chunks = list(iter_demo(n_listings, seed=seed, end=end, days=days))
+    return DemoData(
+        socio=pd.concat([c.socio for c in chunks], ignore_index=True),
+        images=pd.concat([c.images for c in chunks], ignore_index=True),
+    )
+
+
+def iter_demo(n_listings: int, *, seed: int = 7, end: datetime = DEMO_END, days: int = 365) -> Iterator[DemoData]:
+    """The rows of ``generate_demo`` in chunks of ``CHUNK_LISTINGS`` listings, in listing order.
+
+    Each chunk is drawn from its own random stream (seed, chunk number), so the
+    data depend only on the seed and the size, and memory stays that of one chunk
+    at any size.
+    """
     n = _check_n_listings(n_listings)
     end_s = _check_end(end, days)
-    rng = np.random.default_rng(seed)
-    start_s = end_s - days * _DAY
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InvalidParameter(f"seed must be a non-negative integer, got {seed!r}")
+    for number, first in enumerate(range(0, n, CHUNK_LISTINGS)):
+        rng = np.random.default_rng([int(seed), number])
+        yield _generate_chunk(rng, first, min(CHUNK_LISTINGS, n - first), n, end_s, days)
 
-    f = _draw_listings(rng, n, start_s, days * _DAY)
+
+def _generate_chunk(rng: np.random.Generator, first: int, n: int, n_total: int, end_s: int, days: int) -> DemoData:
+    start_s = end_s - days * _DAY
+    f = _draw_listings(rng, first, n, n_total, start_s, days * _DAY)
     e = _draw_edits(rng, f)
     t_sale = _time_to_sale(rng, _linear_predictor(f, e, start_s), e)
 
@@ -579,22 +614,207 @@ def _copy_frame(cursor: psycopg.Cursor[Any], table: str, df: pd.DataFrame) -> in
     return len(df)
 
 
-def load_demo(engine: sqlalchemy.Engine, n_listings: int, *, seed: int = 7) -> dict[str, int]:
+SNAPSHOTS_PER_LISTING = 1.555
+"""Measured ratio of the generator (seed 7, 643,087 listings: 999,794 snapshots)."""
+TABLE_BYTES_PER_SNAPSHOT = 265
+"""Both base tables with their indexes, per snapshot, measured after loading 999,794 snapshots."""
+WAL_BYTES_PER_SNAPSHOT = 300
+"""Write-ahead log written per snapshot by the load (measured the same way); the server
+recycles it from about ``max_wal_size`` on."""
+SPACE_MARGIN = 1.2
+CHUNK_MEMORY_BYTES = 300 * 2**20
+"""Peak memory of the whole `demo` process (225 MB measured at 1M snapshots, VmHWM), rounded up."""
+
+
+@dataclass(frozen=True)
+class SpaceCheck:
+    """Free space where the server keeps the tables and the write-ahead log, against the estimate."""
+
+    needed: dict[str, int]  # folder -> bytes the load needs on its filesystem
+    free: dict[str, int]  # folder -> bytes free on its filesystem
+
+    @property
+    def short(self) -> list[str]:
+        """The folders whose filesystem lacks room."""
+        return [folder for folder, need in self.needed.items() if self.free[folder] < need]
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def _server_is_local(engine: sqlalchemy.Engine) -> bool:
+    host = engine.url.host or str(engine.url.query.get("host") or "")
+    return db.is_embedded(engine) or host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+
+
+def space_check(engine: sqlalchemy.Engine, n_listings: int) -> SpaceCheck | None:
+    """Compare the free space of the server's folders with what loading ``n_listings`` needs.
+
+    Possible when the server's files are on this machine (the embedded server, or a
+    local one whose login may read ``data_directory``); None otherwise. The tables
+    need ``TABLE_BYTES_PER_SNAPSHOT`` per snapshot in their tablespace and the log
+    ``WAL_BYTES_PER_SNAPSHOT`` (at most ``max_wal_size``) in the data directory, each
+    with a 20% margin; the old rows stay on disk until the load commits.
+    """
+    n = _check_n_listings(n_listings)
+    if not _server_is_local(engine):
+        return None
+    snapshots = n * SNAPSHOTS_PER_LISTING
+    try:
+        with engine.connect() as conn:
+            data_dir = conn.execute(sqlalchemy.text("SELECT current_setting('data_directory')")).scalar_one()
+            max_wal = conn.execute(
+                sqlalchemy.text("SELECT pg_size_bytes(current_setting('max_wal_size'))")
+            ).scalar_one()
+            places = conn.execute(
+                sqlalchemy.text(
+                    "SELECT coalesce(nullif(pg_tablespace_location(CASE c.reltablespace WHEN 0 THEN d.dattablespace "
+                    "ELSE c.reltablespace END), ''), current_setting('data_directory')) "
+                    "FROM pg_class AS c, pg_database AS d "
+                    "WHERE d.datname = current_database() AND c.oid = ANY(CAST(:t AS regclass[]))"
+                ),
+                {"t": [SOCIO_TABLE, IMAGE_TABLE]},
+            ).scalars()
+            table_dirs = sorted(set(places))
+    except sqlalchemy.exc.DBAPIError:  # a login that may not read data_directory: not checkable
+        return None
+    wants = [(d, snapshots * TABLE_BYTES_PER_SNAPSHOT / len(table_dirs)) for d in table_dirs]
+    wants.append((data_dir, min(snapshots * WAL_BYTES_PER_SNAPSHOT, 1.5 * max_wal)))
+    needed: dict[str, int] = {}
+    free: dict[str, int] = {}
+    by_device: dict[int, str] = {}
+    for folder, want in wants:
+        try:
+            device = os.stat(folder).st_dev
+            space = shutil.disk_usage(folder).free
+        except OSError:  # not on this machine after all
+            return None
+        key = by_device.setdefault(device, folder)
+        needed[key] = needed.get(key, 0) + int(want * SPACE_MARGIN)
+        free[key] = space
+    return SpaceCheck(needed, free)
+
+
+def proc_kib(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of a Linux /proc file (``/proc/meminfo``, ``/proc/self/status``) in
+    KiB; None where there is no such file or field."""
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _memory_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is no /proc)."""
+    kib = proc_kib("/proc/meminfo", "MemAvailable")
+    return None if kib is None else kib * 1024
+
+
+def _refuse_short_resources(engine: sqlalchemy.Engine, n: int) -> None:
+    check = space_check(engine, n)
+    if check is not None and check.short:
+        where = "; ".join(
+            f"{folder}: needs about {_gb(check.needed[folder])}, {_gb(check.free[folder])} free"
+            for folder in check.short
+        )
+        raise OutOfResources(
+            f"not enough disk space for a demo of {n:,} listings (about {round(n * SNAPSHOTS_PER_LISTING):,} "
+            f"snapshots): {where}. Nothing was loaded; the current data are unchanged."
+        )
+    available = _memory_available()
+    if available is not None and available < CHUNK_MEMORY_BYTES:
+        raise OutOfResources(
+            f"not enough memory to generate the demo: about {CHUNK_MEMORY_BYTES / 2**20:.0f} MB needed "
+            f"(one chunk of {CHUNK_LISTINGS:,} listings, at any size), {available / 2**20:.0f} MB available. "
+            "Nothing was loaded; the current data are unchanged."
+        )
+
+
+def _load_failure(engine: sqlalchemy.Engine, n: int, sent: int, exc: Exception) -> Exception:
+    """The error to report for a server-side failure of the load (SQLAlchemy may wrap psycopg's)."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, psycopg.errors.DiskFull | psycopg.errors.OutOfMemory):
+        what = "disk space" if isinstance(orig, psycopg.errors.DiskFull) else "memory"
+        check = space_check(engine, n) if what == "disk space" else None
+        need = (
+            " It needs about "
+            + ", ".join(
+                f"{_gb(b)} in {folder} ({_gb(check.free[folder])} free now)" for folder, b in check.needed.items()
+            )
+            + "."
+            if check
+            else ""
+        )
+        return OutOfResources(
+            f"the database server ran out of {what} while loading a demo of {n:,} listings, after sending "
+            f"{sent:,} snapshots ({orig.diag.message_primary}). The load was rolled back: the previous data "
+            f"and their certification are unchanged.{need}"
+        )
+    first_line = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if (
+        isinstance(orig, psycopg.OperationalError)
+        and not orig.sqlstate
+        or isinstance(orig, psycopg.errors.AdminShutdown)
+    ):
+        return DatabaseUnavailable(
+            f"lost the database server while loading a demo of {n:,} listings, after sending {sent:,} snapshots "
+            f"({first_line}). Nothing of this load was committed: the previous data and their certification are "
+            "unchanged. The server's log says why (a full disk under pg_wal stops the server)."
+        )
+    return exc
+
+
+def load_demo(
+    engine: sqlalchemy.Engine, n_listings: int, *, seed: int = 7, check_resources: bool = True
+) -> dict[str, int]:
     """Replace the contents of both base tables with ``generate_demo(n_listings, seed=seed)``.
 
-    TRUNCATE and both COPY loads run in one transaction on the engine's psycopg 3
-    connection, so readers see either the old or the new demo data.  Returns the
-    row counts ``{"socio_rows": ..., "image_rows": ...}``.  Raises ``InvalidParameter``
+    The rows are generated and sent with COPY one chunk of ``CHUNK_LISTINGS`` listings
+    at a time, so memory does not grow with the size. TRUNCATE and every COPY run in
+    one transaction on the engine's psycopg 3 connection: readers see either the old
+    or the new demo data, and a load that fails half-way (disk full, memory, a lost
+    connection) leaves the old rows, the change marker and so the old certification
+    exactly as they were; no partial dataset can be certified. Before touching the
+    database it refuses, with ``OutOfResources``, a load the free disk space of a local
+    server (``space_check``) or the available memory cannot hold, and it reports a
+    server that runs out of disk or memory during the load the same way. Returns the
+    row counts ``{"socio_rows": ..., "image_rows": ...}``. Raises ``InvalidParameter``
     for a bad ``n_listings`` before touching the database.
     """
     n = _check_n_listings(n_listings)
-    data = generate_demo(n, seed=seed)
-    with engine.begin() as conn:
-        raw = conn.connection.driver_connection
-        if not isinstance(raw, psycopg.Connection):
-            raise TypeError(f"load_demo needs a psycopg 3 engine (postgresql+psycopg://), got driver {engine.driver!r}")
-        with raw.transaction(), raw.cursor() as cur:
-            cur.execute(f"TRUNCATE {SOCIO_TABLE}, {IMAGE_TABLE}")
-            socio_rows = _copy_frame(cur, SOCIO_TABLE, data.socio)
-            image_rows = _copy_frame(cur, IMAGE_TABLE, data.images)
+    if check_resources:
+        _refuse_short_resources(engine, n)
+    chunks = iter_demo(n, seed=seed)
+    socio_rows = image_rows = 0
+    done = 0
+    try:
+        with engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            if not isinstance(raw, psycopg.Connection):
+                raise TypeError(
+                    f"load_demo needs a psycopg 3 engine (postgresql+psycopg://), got driver {engine.driver!r}"
+                )
+            with raw.transaction(), raw.cursor() as cur:
+                cur.execute(f"TRUNCATE {SOCIO_TABLE}, {IMAGE_TABLE}")
+                for chunk in chunks:
+                    socio_rows += _copy_frame(cur, SOCIO_TABLE, chunk.socio)
+                    image_rows += _copy_frame(cur, IMAGE_TABLE, chunk.images)
+                    done += 1
+    except MemoryError:
+        raise OutOfResources(
+            f"this process ran out of memory generating chunk {done + 1} of a demo of {n:,} listings "
+            f"(the process needs about {CHUNK_MEMORY_BYTES / 2**20:.0f} MB with one chunk of {CHUNK_LISTINGS:,} "
+            "listings, at any size). The load was rolled back: the previous data and their certification are unchanged."
+        ) from None
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+        raise _load_failure(engine, n, socio_rows, exc) from None
+    # Fresh statistics at once (a sample, not a scan): query plans and the Home page's
+    # estimated counts need not wait for autovacuum.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sqlalchemy.text(f"ANALYZE {SOCIO_TABLE}, {IMAGE_TABLE}"))
     return {"socio_rows": socio_rows, "image_rows": image_rows}

@@ -53,3 +53,7 @@ class LockBusy(WoeError):
 
 class GovernanceRefused(WoeError):
     """The database refused to change governed data (an immutable model, the certification record)."""
+
+
+class OutOfResources(WoeError):
+    """Disk space or memory ran out, or would run out, for a job (the message names which, where and how much)."""

@@ -1,4 +1,12 @@
-"""What the Home page and ``status`` show: database, data, certification, models."""
+"""What the Home page and ``status`` show: database, data, certification, models.
+
+The Home page is visited often, so its row counts cost the same at any size: below
+``EXACT_BELOW`` rows (by the planner's estimate) they are exact counts, which take a
+few milliseconds there; above it they are the planner's estimates, read from the table
+statistics by ``EXPLAIN`` without touching a row, and marked as approximate. The
+snapshot count is exact at any size while the latest certification passed and the
+data have not changed since: it is the row count that certification recorded.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from . import certify, db, registry
+from .contract import IMAGE_STORE, SOCIO_STORE
+
+EXACT_BELOW = 200_000
+"""Stores the planner estimates below this many rows are counted exactly (tens of ms at most)."""
 
 
 @dataclass(frozen=True)
 class DataCounts:
-    """Row counts of the feature stores (full scans: callers may cache them briefly)."""
+    """Row counts of the feature stores; ``exact`` False means planner estimates (approximate)."""
 
     snapshots: int
     image_rows: int
-    listings: int
+    listings: int | None  # None: no statistics to estimate it from yet (before the first ANALYZE)
     counted_at: datetime
+    exact: bool = True
+    snapshots_exact: bool = True
+
+    def show(self, name: str) -> str:
+        """``name``'s count as text: exact with thousands separators, an estimate as '≈' and 3 significant digits."""
+        value = getattr(self, name)
+        if value is None:
+            return "–"
+        if self.exact or (name == "snapshots" and self.snapshots_exact):
+            return f"{value:,}"
+        return f"≈ {round(value, 2 - len(str(abs(value))) + 1) if value else 0:,}"
 
 
 @dataclass(frozen=True)
@@ -30,27 +53,69 @@ class Overview:
     models: int
 
 
-def data_counts(engine: Engine) -> DataCounts:
-    """Snapshots, image rows and distinct listings of the feature stores."""
+def planner_rows(conn: Connection, query: str) -> int:
+    """The planner's estimate of the rows ``query`` returns (``EXPLAIN``: nothing is executed)."""
+    plan = conn.execute(sa.text(f"EXPLAIN (FORMAT JSON) {query}")).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+# Whether ANALYZE has given the planner a distinct count of listing_id in a table the view
+# reads; without one its DISTINCT estimate is a fixed default, not an estimate.
+_HAS_LISTING_STATS = sa.text(
+    "SELECT EXISTS (SELECT 1 FROM pg_rewrite AS r JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass "
+    "AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class "
+    "JOIN pg_class AS c ON c.oid = d.refobjid JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+    "JOIN pg_stats AS s ON s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'listing_id' "
+    "WHERE r.ev_class = CAST(:view AS regclass))"
+)
+
+
+def data_counts(
+    engine: Engine, exact_below: int | None = None, certification: certify.CertificationStatus | None = None
+) -> DataCounts:
+    """Snapshots, image rows and distinct listings of the feature stores, at a cost that does not grow with them.
+
+    ``certification`` (the current status, if the caller has it) supplies the exact
+    snapshot count when its latest certification passed and the data have not changed
+    since (whatever its age).
+    """
     with engine.connect() as conn:
-        c = conn.execute(
-            sa.text(
-                "SELECT (SELECT count(*) FROM ml.socio_market_feature_store_train_v) AS snapshots, "
-                "(SELECT count(*) FROM ml.iphone_image_features_unified_v1_train_v) AS image_rows, "
-                "(SELECT count(DISTINCT listing_id) FROM ml.socio_market_feature_store_train_v) AS listings"
-            )
-        ).one()
-    return DataCounts(c.snapshots, c.image_rows, c.listings, datetime.now(UTC))
+        snapshots = planner_rows(conn, f"SELECT 1 FROM {SOCIO_STORE}")
+        image_rows = planner_rows(conn, f"SELECT 1 FROM {IMAGE_STORE}")
+        if max(snapshots, image_rows) < (EXACT_BELOW if exact_below is None else exact_below):
+            c = conn.execute(
+                sa.text(
+                    f"SELECT (SELECT count(*) FROM {SOCIO_STORE}) AS snapshots, "
+                    f"(SELECT count(*) FROM {IMAGE_STORE}) AS image_rows, "
+                    f"(SELECT count(DISTINCT listing_id) FROM {SOCIO_STORE}) AS listings"
+                )
+            ).one()
+            return DataCounts(c.snapshots, c.image_rows, c.listings, datetime.now(UTC))
+        listings: int | None = None
+        if conn.execute(_HAS_LISTING_STATS, {"view": SOCIO_STORE}).scalar_one():
+            listings = min(planner_rows(conn, f"SELECT DISTINCT listing_id FROM {SOCIO_STORE}"), snapshots)
+    latest = certification.latest if certification is not None else None
+    certified = (
+        certification is not None
+        and latest is not None
+        and latest.passed
+        and latest.row_count is not None
+        and (certification.data_changed_at is None or certification.data_changed_at <= latest.certified_at)
+    )
+    if certified and latest is not None and latest.row_count is not None:
+        snapshots = latest.row_count
+    return DataCounts(snapshots, image_rows, listings, datetime.now(UTC), exact=False, snapshots_exact=certified)
 
 
-def overview(engine: Engine, counts: DataCounts | None = None) -> Overview:
-    """Everything the landing page shows; ``counts`` may come from a cache (the rest is always live)."""
+def overview(engine: Engine) -> Overview:
+    """Everything the landing page shows, read live (every read is bounded: see the module docstring)."""
     with engine.connect() as conn:
         models = conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_model_registry_v1")).scalar_one()
+    certification = certify.status(engine)
     return Overview(
         database=db.describe(engine),
-        counts=counts or data_counts(engine),
-        certification=certify.status(engine),
+        counts=data_counts(engine, certification=certification),
+        certification=certification,
         active_model=registry.active_model_key(engine),
         models=models,
     )
