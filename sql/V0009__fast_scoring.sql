@@ -83,6 +83,169 @@ SELECT s.*,
                ) AS t
        ) AS s;
 
+-- ---------------------------------------------------------------------------
+-- Certification: the row checks and the hash in one scan.
+-- ---------------------------------------------------------------------------
+
+-- The row count, the edited_date range, the count of every row check
+-- (audit.dataset_row_checks, $1 = p_at) and 'sha256', the hash of
+-- audit.dataset_sha256 computed exactly as there (same canonical text, same
+-- order, same per-day hashes), all from one scan of the dataset.
+--
+-- The parallel workers compute each row's digest and a bitmask of the checks it
+-- violates (62 checks per bigint) and sort; the leader merges the sorted rows,
+-- hashes each day and keeps only the masks that are not zero, whose bits are
+-- counted at the end. The key columns travel as one row value: ordered like the
+-- columns one by one (nulls last), and known to the planner as the order the
+-- workers delivered, so the leader does not sort again.
+CREATE FUNCTION audit.dataset_scan(p_dataset text, p_key_columns text[], p_at timestamptz)
+RETURNS SETOF jsonb ROWS 1
+LANGUAGE plpgsql STABLE
+SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET extra_float_digits = 1 SET "IntervalStyle" = 'postgres'
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel        regclass := to_regclass(p_dataset);
+    key_row    text;
+    masks      text := '';
+    kept       text := '';
+    totals     text := '';
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'dataset % does not exist', quote_literal(p_dataset) USING ERRCODE = 'undefined_table';
+    END IF;
+    IF coalesce(cardinality(p_key_columns), 0) = 0 THEN
+        RAISE EXCEPTION 'dataset_scan needs at least one key column, got %', p_key_columns
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT 'ROW(' || string_agg(format('d.%I', k), ', ' ORDER BY i) || ')'
+      INTO key_row
+      FROM unnest(p_key_columns) WITH ORDINALITY AS u (k, i);
+    -- Check n (from 0, by position) is bit n % 62 of mask n / 62.
+    SELECT coalesce(string_agg(format(', %s AS m%s', m.expr, m.word), '' ORDER BY m.word), ''),
+           coalesce(string_agg(format(', array_agg(m%1$s) FILTER (WHERE m%1$s <> 0) AS k%1$s', m.word), ''
+                               ORDER BY m.word), ''),
+           coalesce(string_agg(m.total, '' ORDER BY m.word), '')
+      INTO masks, kept, totals
+      FROM (SELECT c.n / 62 AS word,
+                   string_agg(format('CASE WHEN (%s) THEN %s::bigint ELSE 0 END', c.violation,
+                                     (1::bigint << (c.n % 62)::integer)), ' | ' ORDER BY c.n) AS expr,
+                   string_agg(format(', %L, (SELECT count(*) FROM days, unnest(days.k%s) AS x WHERE x & %s <> 0)',
+                                     c.check_name, c.n / 62, (1::bigint << (c.n % 62)::integer)), '' ORDER BY c.n) AS total
+              FROM (SELECT r.check_name, r.violation, (row_number() OVER (ORDER BY r.position, r.check_name) - 1)::integer AS n
+                      FROM audit.dataset_row_checks AS r WHERE r.dataset = p_dataset) AS c
+             GROUP BY c.n / 62) AS m;
+    -- The hash part is audit.dataset_sha256's: the ORDER BY in the inner query
+    -- keeps the row digests and masks below the sort, in the workers.
+    RETURN QUERY EXECUTE format(
+        $q$
+        WITH days AS (
+            SELECT day,
+                   encode(sha256(string_agg(row_digest, ''::bytea ORDER BY edited_date, k, row_digest)), 'hex') AS day_hash,
+                   count(*) AS n_rows,
+                   min(edited_date) FILTER (WHERE isfinite(edited_date)) AS lo,
+                   max(edited_date) FILTER (WHERE isfinite(edited_date)) AS hi%3$s
+              FROM (SELECT (d.edited_date AT TIME ZONE 'UTC')::date AS day,
+                           d.edited_date AS edited_date,
+                           sha256(convert_to(d::text, 'UTF8')) AS row_digest,
+                           %1$s AS k%2$s
+                      FROM %5$s AS d
+                     ORDER BY day, edited_date, k, row_digest) AS rows_in_order
+             GROUP BY day)
+        SELECT jsonb_build_object(
+                   'sha256', encode(sha256(convert_to(coalesce(string_agg(coalesce(day::text, 'null') || ':' || day_hash, E'\n' ORDER BY day), ''), 'UTF8')), 'hex'),
+                   'row_count', coalesce(sum(n_rows), 0)::bigint,
+                   'min_edited_date', min(lo), 'max_edited_date', max(hi)%4$s)
+          FROM days
+        $q$, key_row, masks, kept, totals, rel)
+    USING p_at;
+END $$;
+REVOKE EXECUTE ON FUNCTION audit.dataset_scan(text, text[], timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION audit.dataset_scan(text, text[], timestamptz) IS
+    'Row count, edited_date range, every row check''s count and the dataset_sha256 hash, from one scan.';
+
+-- Certifies a dataset as in V0008, with the row checks and the hash from one scan
+-- (audit.dataset_scan) instead of two.
+CREATE OR REPLACE FUNCTION audit.certify_dataset(p_dataset text, p_actor text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    spec      audit.certifiable_datasets;
+    started   timestamptz := clock_timestamp();
+    problems  text[];
+    results   jsonb := '[]';
+    counts    jsonb;
+    dups      bigint;
+    sha       text;
+    n_rows    bigint;
+    c         record;
+    new_id    bigint;
+BEGIN
+    IF p_actor IS NULL OR p_actor !~ '[^[:space:]]' OR length(p_actor) > 200 THEN
+        RAISE EXCEPTION 'actor must be a non-empty name of at most 200 characters, got %', quote_nullable(left(p_actor, 40))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM audit.require_read_committed('certification');
+    SELECT * INTO spec FROM audit.certifiable_datasets AS d WHERE d.dataset = p_dataset;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown dataset %; certifiable datasets: %', quote_nullable(p_dataset),
+            (SELECT string_agg(dataset, ', ') FROM audit.certifiable_datasets)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF to_regclass(p_dataset) IS NOT NULL THEN
+        PERFORM audit.lock_dataset_sources(p_dataset);
+    END IF;
+    problems := audit.contract_problems();
+    IF to_regclass(p_dataset) IS NULL THEN
+        problems := problems || format('%s does not exist', p_dataset);
+    END IF;
+    IF cardinality(problems) > 0 THEN
+        results := jsonb_build_array(jsonb_build_object('name', 'contract', 'description', array_to_string(problems, '; '),
+                                                        'passed', false, 'violations', cardinality(problems)));
+    ELSE
+        SELECT * INTO counts FROM audit.dataset_scan(p_dataset, spec.key_columns, started);
+        SELECT * INTO dups FROM audit.dataset_duplicate_keys(p_dataset, spec.key_columns);
+        n_rows := (counts ->> 'row_count')::bigint;
+        results := jsonb_build_array(
+            jsonb_build_object('name', 'contract', 'description', 'feature stores match the contract (columns and types)',
+                               'passed', true, 'violations', 0),
+            jsonb_build_object('name', 'non_empty', 'description', 'the dataset has at least one row',
+                               'passed', n_rows > 0, 'violations', CASE WHEN n_rows > 0 THEN 0 ELSE 1 END),
+            jsonb_build_object('name', 'unique_snapshot_key',
+                               'description', format('(%s) identifies one row', array_to_string(spec.key_columns, ', ')),
+                               'passed', dups = 0, 'violations', dups));
+        FOR c IN SELECT * FROM audit.dataset_row_checks AS r WHERE r.dataset = p_dataset ORDER BY r.position LOOP
+            results := results || jsonb_build_object(
+                'name', c.check_name, 'description', c.description,
+                'passed', (counts ->> c.check_name)::bigint = 0, 'violations', (counts ->> c.check_name)::bigint);
+        END LOOP;
+        sha := counts ->> 'sha256';
+    END IF;
+    problems := audit.dataset_tracking_problems(p_dataset);
+    results := results || jsonb_build_object(
+        'name', 'change_tracking',
+        'description', CASE WHEN cardinality(problems) = 0
+                            THEN 'every change to the dataset''s sources and definition invalidates the certification'
+                            ELSE array_to_string(problems, '; ') END,
+        'passed', cardinality(problems) = 0, 'violations', cardinality(problems));
+
+    INSERT INTO audit.dataset_certifications
+        (dataset, certified_by, passed, row_count, dataset_sha256, min_edited_date, max_edited_date, checks,
+         duration_ms)
+    VALUES (p_dataset, btrim(p_actor),
+            NOT EXISTS (SELECT FROM jsonb_array_elements(results) AS e WHERE NOT (e ->> 'passed')::boolean),
+            n_rows, sha, (counts ->> 'min_edited_date')::timestamptz, (counts ->> 'max_edited_date')::timestamptz,
+            results, extract(epoch FROM clock_timestamp() - started) * 1000)
+    RETURNING certification_id INTO new_id;
+
+    DELETE FROM audit.dataset_sources WHERE dataset = p_dataset;
+    INSERT INTO audit.dataset_sources (dataset, classid, objid, identity)
+    SELECT p_dataset, s.classid, s.objid, s.identity FROM audit.dataset_source_objects(p_dataset) AS s;
+    RETURN new_id;
+END $$;
+COMMENT ON FUNCTION audit.certify_dataset(text, text) IS
+    'Runs every check and the hash of a certifiable dataset on locked data and records the outcome (passed or '
+    'failed) with the database''s time and session_user; returns the certification_id.';
+
 -- The guard reads and writes nothing else than before; PARALLEL SAFE lets the
 -- guarded views' plans run in parallel workers, each checking it once.
 ALTER FUNCTION audit.require_certified_strict(text, interval) PARALLEL SAFE;
