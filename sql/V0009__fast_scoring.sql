@@ -17,6 +17,10 @@
 -- Banding is unchanged (ml.woe_anchor_bands_v1 and the ml.woe_band_* functions,
 -- inlined), as are the slots, the packed array and the arithmetic, so every score
 -- is bit-identical to V0004's. The views keep their columns, owner and grants.
+--
+-- Certification (audit.certify_dataset) runs its row checks in the scan that hashes
+-- the data (audit.dataset_scan) instead of a scan of their own; the hash is the same
+-- as audit.dataset_sha256's for the same data.
 
 -- A migration's own DDL is recorded by the migration ledger, not as a change (as in
 -- V0008): the event triggers are off while this script runs as their owner and are
@@ -246,8 +250,8 @@ COMMENT ON FUNCTION audit.certify_dataset(text, text) IS
     'Runs every check and the hash of a certifiable dataset on locked data and records the outcome (passed or '
     'failed) with the database''s time and session_user; returns the certification_id.';
 
--- The guard reads and writes nothing else than before; PARALLEL SAFE lets the
--- guarded views' plans run in parallel workers, each checking it once.
+-- The guard only reads two indexed rows (and raises); PARALLEL SAFE lets the
+-- guarded views' plans run in parallel workers, each process checking it once.
 ALTER FUNCTION audit.require_certified_strict(text, interval) PARALLEL SAFE;
 
 DO $$
