@@ -109,3 +109,14 @@ def test_guard_rejects_meaningless_arguments(engine, dataset, max_age):
         conn.execute(
             sa.text("SELECT audit.require_certified_strict(:d, CAST(:a AS interval))"), {"d": dataset, "a": max_age}
         )
+
+
+def test_guard_refuses_in_a_parallel_worker_too(with_model):
+    """The guard is PARALLEL SAFE: a worker checks it before returning a row, and its refusal reaches the client."""
+    with with_model.connect() as conn:
+        conn.execute(sa.text("SET debug_parallel_query = on"))
+        conn.execute(sa.text("SET parallel_leader_participation = off"))
+        with pytest.raises(DBAPIError) as info:
+            conn.execute(sa.text(GUARDED)).scalar_one()
+    assert info.value.orig.sqlstate == "WC001"
+    assert "no certification has been recorded" in info.value.orig.diag.message_primary

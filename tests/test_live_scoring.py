@@ -140,3 +140,38 @@ def test_extreme_logits_do_not_overflow(certified_engine, woe, p_bounds):
     assert logit_min == logit_max == woe  # the logit itself is reported unclamped
     assert p_bounds[0] <= p_min <= p_max <= p_bounds[1]
     assert (p_min == 1.0) if woe > 0 else (p_max > 0.0)  # the sigmoid saturates without exp() overflowing
+
+
+def _in_one_worker(conn) -> None:
+    """Run the whole plan in a parallel worker when it is parallel-safe (the leader only gathers)."""
+    conn.execute(sa.text("SET debug_parallel_query = on"))
+    conn.execute(sa.text("SET parallel_leader_participation = off"))
+
+
+def test_full_scoring_through_the_guard_is_parallel_safe(live):
+    """Nothing in the guarded view (guard, packed map, banding) keeps its rows from being scored by workers."""
+    engine, _ = live
+    with engine.connect() as conn:
+        _in_one_worker(conn)
+        plan = "\n".join(
+            conn.execute(
+                sa.text("EXPLAIN SELECT count(*), avg(woe_anchor_p_slow21) FROM ml.woe_anchor_scores_live_train_v")
+            ).scalars()
+        )
+    assert plan.startswith("Gather") and "Single Copy: true" in plan, plan
+    assert "One-Time Filter: audit.require_certified_strict" in plan, plan
+
+
+def test_parallel_workers_score_bit_identically(live):
+    engine, _ = live
+    query = sa.text(
+        "SELECT listing_id, t0, woe_logit, woe_anchor_p_slow21, unmapped_bands "
+        "FROM ml.woe_anchor_scores_live_train_v ORDER BY listing_id, t0"
+    )
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET max_parallel_workers_per_gather = 0"))
+        serial = conn.execute(query).all()
+        conn.execute(sa.text("RESET max_parallel_workers_per_gather"))
+        _in_one_worker(conn)
+        parallel = conn.execute(query).all()
+    assert len(serial) > 0 and parallel == serial
