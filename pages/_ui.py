@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import streamlit as st
 
-from woe_core import bootstrap, db
+from woe_core import bootstrap, certify, db, train
 from woe_core.display import markdown_text
 from woe_core.errors import WoeError
 from woe_core.identity import local_actor
@@ -116,6 +116,19 @@ def attempt(action: Callable[[], T]) -> T | None:
     except WoeError as exc:
         st.error(markdown_text(exc))  # messages quote user input: shown literally, never as markdown
         return None
+
+
+@st.cache_data(show_spinner="Reading the data's time range…")
+def _data_range(db: str, version: tuple) -> tuple:
+    return train.data_window(engine())
+
+
+def data_range() -> tuple:
+    """``train.data_window`` (a scan of every snapshot), read once per data version: the latest
+    certification and the latest change of the data; a change or a new certification reads it again."""
+    status = certify.status(engine())
+    version = (status.latest.certification_id if status.latest else None, status.data_changed_at)
+    return _data_range(engine().url.render_as_string(hide_password=True), version)
 
 
 def changed() -> None:

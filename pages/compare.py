@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from pages._ui import attempt, engine, query_list, seed
+from pages._ui import attempt, data_range, engine, query_list, seed
 from woe_core import compare, registry
 from woe_core.bands import BAND_NAMES
 
@@ -53,7 +53,7 @@ if summary is None:
 
 # --- The same rows for every model ---------------------------------------------------------
 st.subheader("On a common evaluation window")
-default = attempt(lambda: compare.default_window(engine(), chosen))
+default = attempt(lambda: compare.default_window(engine(), chosen, data_range()))
 if default is None:
     st.stop()
 d_start, d_end, d_asof = default
@@ -81,9 +81,21 @@ def window_metrics(db: str, chosen_keys: tuple, w_start: datetime, w_end: dateti
     return compare.common_window_metrics(engine(), list(chosen_keys), w_start, w_end, asof)
 
 
-window = attempt(
-    lambda: window_metrics(engine().url.render_as_string(hide_password=True), tuple(chosen), start, end, d_asof)
-)
+# Small data: scored on every visit. Large data: on request, then kept for this window and these models.
+wanted = (tuple(chosen), start, end, d_asof)
+if compare.scores_on_visit(engine()) or st.session_state.get("compare_scored") == wanted:
+    window = attempt(
+        lambda: window_metrics(engine().url.render_as_string(hide_password=True), tuple(chosen), start, end, d_asof)
+    )
+else:
+    window = None
+    st.info(
+        "Scoring every model on the common window reads every snapshot in it, so on data this size it runs "
+        "only on request (it may take a while; the result is kept for 5 minutes)."
+    )
+    if st.button("Score the common window", key="compare_score_window"):
+        st.session_state["compare_scored"] = wanted
+        st.rerun()
 if window is not None:
     st.caption("Every model scored through the live scoring SQL on the same " + window.describe() + ".")
     table = window.metrics.assign(model=[labels[k] for k in window.metrics["model_key"]])

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from pages._ui import after_action, attempt, engine, reviewer, seed, settings, show_flash
+from pages._ui import after_action, attempt, data_range, engine, reviewer, seed, settings, show_flash
 from woe_core import compare, promote, registry
 from woe_core.display import markdown_text
 from woe_core.reviewer import blocking, check_kind, checklist, delete_as, failed_advisories, promote_as, rollback_as
@@ -63,25 +63,36 @@ else:
 
 
 @st.cache_data(ttl=300, show_spinner="Scoring the candidate and the active model on common rows…")
-def common_window(db: str, candidate: str, active_key: str, digests: tuple) -> compare.CommonWindow:
+def common_window(db: str, candidate: str, active_key: str, digests: tuple, data: tuple) -> compare.CommonWindow:
     """Kept per pair of models and their artifact digests (cleared after any write in the app)."""
-    return compare.common_window_metrics(engine(), [candidate, active_key])
+    return compare.common_window_metrics(engine(), [candidate, active_key], data_range=data)
 
 
 if candidates and key:
     digest = attempt(lambda: registry.artifact_digest(engine(), key))
     st.markdown(f"Artifact digest of `{key}`: `{digest}`")
     window = None
-    if active:
+    # Small data: the candidate and the active model are scored on common rows on every visit;
+    # large data: on request (the advisory check fails as not run until then).
+    on_visit = compare.scores_on_visit(engine())
+    if active and (on_visit or st.session_state.get("promote_scored") == (key, active)):
         window = attempt(
             lambda: common_window(
                 engine().url.render_as_string(hide_password=True),
                 key,
                 active,
                 (digest, registry.artifact_digest(engine(), active)),
+                data_range(),
             )
         )
-    checks = attempt(lambda: checklist(engine(), who, conf, key, common=window)) or []
+    elif active and st.button(
+        "Score the candidate and the active model on common rows",
+        key="promote_score_window",
+        help="Reads every snapshot after the later cutoff: on data this size it runs only on request",
+    ):
+        st.session_state["promote_scored"] = (key, active)
+        st.rerun()
+    checks = attempt(lambda: checklist(engine(), who, conf, key, common=window, compute_common=on_visit)) or []
     table = pd.DataFrame(
         [
             {

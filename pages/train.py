@@ -4,28 +4,13 @@ from datetime import UTC, datetime, time
 
 import streamlit as st
 
-from pages._ui import attempt, changed, engine, reviewer
-from woe_core import certify, jobs, registry, train
+from pages._ui import attempt, changed, data_range, engine, reviewer
+from woe_core import jobs, registry, train
 from woe_core.bands import DEFAULT_DSOLD_THRESHOLDS
 from woe_core.display import markdown_text
 
 st.title("Train a candidate")
-
-
-@st.cache_data(show_spinner="Reading the data's time range…")
-def data_window(db: str, version: tuple) -> tuple:
-    """The time range scans every snapshot, so it is kept per data version: the latest certification
-    and the latest change of the data (a change or a new certification reads it again)."""
-    return train.data_window(engine())
-
-
-def _window() -> tuple:
-    status = certify.status(engine())
-    version = (status.latest.certification_id if status.latest else None, status.data_changed_at)
-    return data_window(engine().url.render_as_string(hide_password=True), version)
-
-
-window = attempt(_window)
+window = attempt(data_range)
 if window is None:
     st.stop()
 t_min, t_max, data_end = window

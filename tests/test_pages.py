@@ -331,3 +331,29 @@ def test_deleting_a_once_promoted_model_is_refused_with_the_reason(two_models):
     assert not at.exception, at.exception
     assert any(repr(first) in e.value for e in at.error)
     assert first in set(registry.list_models(engine)["model_key"])
+
+
+def test_on_large_data_the_common_window_is_scored_only_on_request(two_models, monkeypatch):
+    """Above compare.SCORE_ON_VISIT_BELOW snapshots a visit does no row-level scoring: Compare offers a
+    button, Promote's advisory check fails as not run (so a promotion must acknowledge it) until asked."""
+    from woe_core import compare, reviewer
+
+    engine, first, second = two_models  # first is active
+    monkeypatch.setattr(compare, "SCORE_ON_VISIT_BELOW", 0)
+    at = _page("compare", {"models": f"{first},{second}"})
+    assert not any("the same for every model" in c.value for c in at.caption)
+    assert any("only on request" in i.value for i in at.info)
+    at.button(key="compare_score_window").click().run()
+    assert not at.exception, at.exception
+    assert any("the same for every model" in c.value for c in at.caption)
+    common = at.dataframe[0].value
+    assert list(common["model_key"]) == [first, second] and common["n"][0] > 0
+
+    at = _page("promote", {"model": second})
+    checks = at.dataframe[0].value
+    row = checks[checks["check"] == "metrics_vs_active"].iloc[0]
+    assert (row["kind"], row["result"], row["detail"]) == ("advisory", "FAIL", reviewer.NOT_COMPARED)
+    at.button(key="promote_score_window").click().run()
+    assert not at.exception, at.exception
+    detail = at.dataframe[0].value.set_index("check").loc["metrics_vs_active", "detail"]
+    assert detail.startswith("AUC ") and "common rows" in detail

@@ -19,9 +19,11 @@ from sqlalchemy.engine import Engine
 
 from . import train
 from .bands import BAND_NAMES, BAND_VALUES
+from .contract import SOCIO_STORE
 from .db import frame, woe_errors
 from .errors import InvalidParameter, NotFound
 from .metrics import scored_metrics
+from .overview import EXACT_BELOW, planner_rows
 
 SPREAD_FLAG = 0.5  # a fold spread (max - min WOE) above this is highlighted
 COMPARE_WORK_MEM = "64MB"  # the window's sorts and hashes in memory, this transaction only
@@ -171,15 +173,20 @@ class CommonWindow:
         )
 
 
-def default_window(engine: Engine, keys: list[str]) -> tuple[datetime, datetime, datetime]:
-    """(start, end, asof): after the latest cutoff among ``keys`` up to the data end, labelled at the data end."""
+def default_window(
+    engine: Engine, keys: list[str], data_range: tuple[datetime, datetime, datetime] | None = None
+) -> tuple[datetime, datetime, datetime]:
+    """(start, end, asof): after the latest cutoff among ``keys`` up to the data end, labelled at the data end.
+
+    ``data_range``: ``train.data_window`` when the caller has it (it scans every snapshot).
+    """
     keys = list(metrics(engine, keys))
     with engine.connect() as conn:
         start = conn.execute(
             sa.text("SELECT max(train_cutoff_ts) FROM ml.woe_anchor_model_registry_v1 WHERE model_key = ANY(:k)"),
             {"k": keys},
         ).scalar_one()
-    t_min, t_max, data_end = train.data_window(engine)
+    t_min, t_max, data_end = data_range or train.data_window(engine)
     return start, t_max + timedelta(microseconds=1), data_end
 
 
@@ -197,6 +204,7 @@ def common_window_metrics(
     start: datetime | None = None,
     end: datetime | None = None,
     asof: datetime | None = None,
+    data_range: tuple[datetime, datetime, datetime] | None = None,
 ) -> CommonWindow:
     """AUC, log loss, Brier, calibration and score histogram of each model on the same rows.
 
@@ -207,10 +215,11 @@ def common_window_metrics(
     metrics stored with every model (AUC with ties counting half, log loss with p
     clipped to [1e-15, 1 - 1e-15], Brier, calibration by decile of score, the
     histogram in ``metrics.HISTOGRAM_BINS`` equal bins of p). Defaults:
-    ``default_window``. Raises CertificationRequired when the guard refuses.
+    ``default_window`` (``data_range`` as there). Raises CertificationRequired when the guard
+    refuses. Its cost grows with the window's rows: see ``scores_on_visit``.
     """
     keys = list(metrics(engine, keys))
-    d_start, d_end, d_asof = default_window(engine, keys)
+    d_start, d_end, d_asof = default_window(engine, keys, data_range)
     start, end, asof = start or d_start, end or d_end, asof or d_asof
     for name, value in (("start", start), ("end", end), ("asof", asof)):
         if not isinstance(value, datetime) or value.tzinfo is None:
@@ -239,6 +248,18 @@ def common_window_metrics(
     cal = scored.calibration.rename(columns={"part": "model_key"})
     hist = scored.histogram.rename(columns={"part": "model_key"})[["model_key", "bin", "n", "p_low", "p_high"]]
     return CommonWindow(start, end, asof, summary_rows, cal, hist)
+
+
+# Up to this many snapshots (the planner's estimate; the size where Home stops counting exactly),
+# pages score the common window on every visit; above it, only when the reviewer asks, so that a
+# page's cost does not grow with the data.
+SCORE_ON_VISIT_BELOW = EXACT_BELOW
+
+
+def scores_on_visit(engine: Engine) -> bool:
+    """Whether the common window is small enough to score on every page visit (``SCORE_ON_VISIT_BELOW``)."""
+    with engine.connect() as conn:
+        return planner_rows(conn, f"SELECT 1 FROM {SOCIO_STORE}") < SCORE_ON_VISIT_BELOW
 
 
 def short_labels(keys: list[str]) -> dict[str, str]:

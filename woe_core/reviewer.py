@@ -99,22 +99,34 @@ def _four_eyes(engine: Engine, reviewer: Reviewer, model_key: str) -> promote.Ch
 
 
 def checklist(
-    engine: Engine, reviewer: Reviewer, settings: Settings, model_key: str, common: compare.CommonWindow | None = None
+    engine: Engine,
+    reviewer: Reviewer,
+    settings: Settings,
+    model_key: str,
+    common: compare.CommonWindow | None = None,
+    compute_common: bool = True,
 ) -> list[promote.Check]:
     """The Promote page's checklist: the database's preflight, AUC against the active model
     on a common window (advisory), and the four-eyes rule when configured.
 
     ``common``: the candidate's and the active model's common-window metrics when the
-    caller has them already (they are computed otherwise).
+    caller has them already; otherwise they are computed, unless ``compute_common`` is
+    False: then the advisory check fails as not run yet (a promotion must acknowledge it).
     """
     checks = promote.preflight(engine, model_key)
     active = registry.active_model_key(engine)
     if active and active != model_key:
         usable = common is not None and set(common.metrics["model_key"]) == {model_key, active}
-        checks.append(metrics_vs_active(engine, model_key, active, common=common if usable else None))
+        if usable or compute_common:
+            checks.append(metrics_vs_active(engine, model_key, active, common=common if usable else None))
+        else:
+            checks.append(promote.Check("metrics_vs_active", False, NOT_COMPARED))
     if settings.four_eyes:
         checks.append(_four_eyes(engine, reviewer, model_key))
     return checks
+
+
+NOT_COMPARED = "not compared yet: the common window was not scored (it grows with the data; score it on demand)"
 
 
 def metrics_vs_active(
