@@ -33,10 +33,10 @@ HISTOGRAM_BINS = 20
 
 _SCORED_METRICS_SQL = """
 WITH g AS (
-    SELECT part, p, count(*) FILTER (WHERE y = 1) AS pos, count(*) FILTER (WHERE y = 0) AS neg
+    SELECT part COLLATE "C" AS part, p, count(*) FILTER (WHERE y = 1) AS pos, count(*) FILTER (WHERE y = 0) AS neg
       FROM ({source}) AS scored
      WHERE y IN (0, 1)
-     GROUP BY part, p),
+     GROUP BY 1, p),
 c AS (
     SELECT part, p, pos, neg, pos + neg AS n,
            coalesce(sum(pos + neg) OVER below, 0)::bigint AS before,
@@ -117,7 +117,8 @@ def scored_metrics(conn: Connection, source_sql: str, params: dict | None = None
 
     ``source_sql`` is a SELECT of rows ``(part, p, y)`` (y 0 or 1; other rows are left
     out); everything is aggregated in PostgreSQL by distinct p (see the module
-    docstring) and only one row per part, decile and bin comes back.
+    docstring) and only one row per part, decile and bin comes back. Parts are sorted
+    bytewise (``COLLATE "C"``): a part is only ever compared for equality.
     """
     sql = _SCORED_METRICS_SQL.format(source=source_sql, bins=HISTOGRAM_BINS)
     rows = pd.DataFrame(
