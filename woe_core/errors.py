@@ -53,3 +53,7 @@ class LockBusy(WoeError):
 
 class GovernanceRefused(WoeError):
     """The database refused to change governed data (an immutable model, the certification record)."""
+
+
+class CitusRequired(WoeError):
+    """A command that needs a Citus coordinator ran against a server or database without one."""
