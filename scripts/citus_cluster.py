@@ -387,6 +387,8 @@ def create_database(database: str, template: str | None = None) -> str:
     """
     from psycopg import sql
 
+    if template:
+        freeze_template(template)
     for url in node_urls().values():
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
         if template:
@@ -397,6 +399,27 @@ def create_database(database: str, template: str | None = None) -> str:
     if not template:
         prepare_database(database)
     return coordinator_url(database)
+
+
+def freeze_template(database: str) -> None:
+    """Close ``database`` to connections on every node so it can be copied.
+
+    Citus keeps a maintenance daemon connected to every database that has the extension,
+    and cached connections between nodes; a database is copied only while nobody is
+    connected, so new connections are refused and the open ones ended.
+    """
+    from psycopg import sql
+
+    for url in node_urls().values():
+        _execute(
+            url,
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database)).as_string(),
+            sql.SQL(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()"
+            )
+            .format(sql.Literal(database))
+            .as_string(),
+        )
 
 
 def drop_database(database: str) -> None:

@@ -53,7 +53,9 @@ END $$;
 CREATE OR REPLACE FUNCTION audit.note_dataset_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF audit.is_citus_shard(TG_RELID) THEN
+    -- A worker has no audit.dataset_changes (only the coordinator certifies); it may not
+    -- know a shard yet while create_distributed_table copies rows into it.
+    IF to_regclass('audit.dataset_changes') IS NULL OR audit.is_citus_shard(TG_RELID) THEN
         INSERT INTO audit.dataset_shard_changes AS c (dataset, shard, changes)
         VALUES (TG_ARGV[0], TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 1)
         ON CONFLICT (dataset, shard) DO UPDATE SET changes = c.changes + 1;
@@ -66,7 +68,7 @@ BEGIN
 END $$;
 
 -- Every node's total of shard changes for p_dataset, as {"host:port": total}; {} on a
--- server without Citus workers. A worker that does not answer raises WC001: data it
+-- server without Citus or without distributed tables. A worker that does not answer raises WC001: data it
 -- holds cannot be shown to be unchanged.
 CREATE FUNCTION audit.node_change_marks(p_dataset text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -81,7 +83,12 @@ BEGIN
         marks := jsonb_build_object('local', (SELECT sum(changes) FROM audit.dataset_shard_changes
                                                WHERE dataset = p_dataset)::text);
     END IF;
-    IF to_regclass('pg_catalog.pg_dist_node') IS NULL THEN
+    -- Workers hold data only once a table is distributed (woe distribute creates their counters).
+    IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+        RETURN marks;
+    END IF;
+    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition)' INTO r;
+    IF NOT r.exists THEN
         RETURN marks;
     END IF;
     FOR r IN EXECUTE 'SELECT nodename || '':'' || nodeport AS node, success, result
