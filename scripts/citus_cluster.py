@@ -212,7 +212,10 @@ def _copy_tree(stage: Path, root: Path) -> None:
         if path.is_file():
             target = root / path.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            # A new file renamed into place: a running server keeps the library it has mapped.
+            partial = target.with_name(f".{target.name}.woe-partial")
+            shutil.copy2(path, partial)
+            os.replace(partial, target)
 
 
 # ---------------------------------------------------------------------------
