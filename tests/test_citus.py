@@ -322,3 +322,22 @@ def test_single_node_guard_records_no_node_marks(plain_engine):
         _guard(plain_engine)
     with pytest.raises(DBAPIError, match="written only by"), plain_engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO audit.certification_node_marks VALUES (999, '{}')"))
+
+
+@needs_cluster
+def test_a_certification_with_a_worker_stopped_fails_cleanly_and_the_next_one_passes(citus_engine):
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    cluster = citus_cluster()
+    cluster.stop_node("worker1")
+    try:
+        with pytest.raises(DBAPIError) as failed:
+            certify.certify(citus_engine, "t")
+        assert f"127.0.0.1:{cluster.ports()['worker1']}" in str(failed.value.orig)
+        with citus_engine.connect() as conn:  # nothing half-written: no certification, no marks
+            assert conn.execute(sa.text("SELECT count(*) FROM audit.dataset_certifications")).scalar_one() == 0
+            assert conn.execute(sa.text("SELECT count(*) FROM audit.certification_node_marks")).scalar_one() == 0
+    finally:
+        cluster.start_node("worker1")
+    again = certify.certify(citus_engine, "t")
+    assert again.passed, again.summary()
+    _guard(citus_engine)
