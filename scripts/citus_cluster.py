@@ -363,7 +363,7 @@ def _execute(url: str, *statements: str, autocommit: bool = True) -> list:
     with psycopg.connect(url, autocommit=autocommit, connect_timeout=5) as conn:
         rows: list = []
         for statement in statements:
-            cur = conn.execute(statement)  # type: ignore[arg-type]
+            cur = conn.execute(statement)
             rows = cur.fetchall() if cur.description else []
         return rows
 
