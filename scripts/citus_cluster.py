@@ -388,17 +388,25 @@ def create_database(database: str, template: str | None = None) -> str:
     that name on every node. Copying a template node by node keeps shards and metadata
     consistent: the shard names and the node list are the same on the copies.
     """
+    import psycopg
     from psycopg import sql
 
-    if template:
-        freeze_template(template)
     for url in node_urls().values():
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database))
-        if template:
-            statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(database), sql.Identifier(template)
-            )
-        _execute(url, statement.as_string())
+        if not template:
+            _execute(url, statement.as_string())
+            continue
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(database), sql.Identifier(template))
+        # Citus' maintenance daemon may connect again between the sessions ending and the copy.
+        for attempt in range(20):
+            freeze_template(template)
+            try:
+                _execute(url, statement.as_string())
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
     if not template:
         prepare_database(database)
     return coordinator_url(database)

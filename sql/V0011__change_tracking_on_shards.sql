@@ -68,8 +68,8 @@ BEGIN
 END $$;
 
 -- Every node's total of shard changes for p_dataset, as {"host:port": total}; {} on a
--- server without Citus or without distributed tables. A worker that does not answer raises WC001: data it
--- holds cannot be shown to be unchanged.
+-- server without Citus or without distributed tables. A worker that cannot report (stopped, or
+-- without the counters) raises WC001: data it holds cannot be shown to be unchanged.
 CREATE FUNCTION audit.node_change_marks(p_dataset text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -94,9 +94,11 @@ BEGIN
     FOR r IN EXECUTE 'SELECT nodename || '':'' || nodeport AS node, success, result
                         FROM run_command_on_workers($1) ORDER BY 1' USING query LOOP
         IF NOT r.success THEN
-            RAISE EXCEPTION 'dataset % is not certified: worker % does not answer (%), so its data cannot be shown '
-                            'to be unchanged', p_dataset, r.node, r.result
-                USING ERRCODE = 'WC001', HINT = 'Bring the worker back, then retry.';
+            RAISE EXCEPTION 'dataset % is not certified: worker % cannot report its changes (%), so its data cannot '
+                            'be shown to be unchanged', p_dataset, r.node, r.result
+                USING ERRCODE = 'WC001',
+                      HINT = 'Bring the worker back; a worker added since the layout was made needs: '
+                             'python -m woe_core distribute';
         END IF;
         marks := marks || jsonb_build_object(r.node, r.result);
     END LOOP;

@@ -275,7 +275,7 @@ def test_a_stopped_worker_makes_the_guard_refuse_until_it_returns(citus_engine):
     cluster = citus_cluster()
     cluster.stop_node("worker2")
     try:
-        with pytest.raises(CertificationRequired, match="worker 127.0.0.1:[0-9]+ does not answer"):
+        with pytest.raises(CertificationRequired, match="worker 127.0.0.1:[0-9]+ cannot report its changes"):
             _guard(citus_engine)
     finally:
         cluster.start_node("worker2")
@@ -341,3 +341,17 @@ def test_a_certification_with_a_worker_stopped_fails_cleanly_and_the_next_one_pa
     again = certify.certify(citus_engine, "t")
     assert again.passed, again.summary()
     _guard(citus_engine)
+
+
+@needs_cluster
+@pytest.mark.xfail(
+    raises=DBAPIError,
+    strict=True,
+    reason="not yet on Citus: the live views' banding SQL functions are parameterised queries over distributed "
+    "tables, which Citus cannot plan (docs/citus.md)",
+)
+def test_the_live_banding_view_plans_on_the_cluster(citus_engine):
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    with citus_engine.connect() as conn:
+        conn.execute(sa.text("SELECT count(*) FROM ml.v_woe_anchor_bands_live_v1")).scalar_one()
