@@ -292,7 +292,10 @@ def _initdb(node: str, port: int) -> None:
 
 def start(verbose: bool = True) -> str:
     """Build (cached), initialise and start the three nodes, register the workers; return the coordinator URL."""
-    build(verbose)
+    if find_tarball() is None and is_installed():
+        _say(verbose, f"Citus already installed in {pg_install()} (no tarball found to check it against)")
+    else:
+        build(verbose)
     _ensure_os_user()
     root = cluster_dir()
     root.mkdir(parents=True, exist_ok=True)
