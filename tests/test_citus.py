@@ -7,6 +7,7 @@ running. The refusal on plain PostgreSQL needs no cluster and always runs.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import uuid
 from pathlib import Path
@@ -108,6 +109,20 @@ def test_distribute_refuses_on_plain_postgresql(plain_engine, capsys):
             {"t": SCORES},
         ).scalar_one()
     assert fk == 1
+
+
+def test_the_cluster_script_finds_the_tarball_named_by_the_environment(tmp_path, monkeypatch):
+    cluster = citus_cluster()
+    tarball = tmp_path / "citus-14.0.1.tar.gz"
+    tarball.write_bytes(b"not really a tarball")
+    monkeypatch.setenv("WOE_CITUS_TARBALL", str(tarball))
+    assert cluster.find_tarball() == tarball
+    key = cluster.build_key(tarball)  # the sha256 of the tarball and the server version key the cache
+    assert key.startswith("citus-" + hashlib.sha256(b"not really a tarball").hexdigest()[:16] + "-18.")
+    monkeypatch.setenv("WOE_CITUS_TARBALL", str(tmp_path / "missing.tar.gz"))
+    assert cluster.find_tarball() is None
+    with pytest.raises(cluster.ClusterError, match="WOE_CITUS_TARBALL"):
+        cluster.build(verbose=False)
 
 
 # On the cluster ------------------------------------------------------------------------------------------------

@@ -29,7 +29,10 @@ What ``distribute`` changes besides the layout:
   ``citus.enable_unsafe_triggers``) and fire on the workers, so every worker gets its own
   ``audit.dataset_shard_changes`` counters (sql/V0011; docs/citus.md says how the guard uses them).
 
-Running it again does nothing. On a server without Citus it refuses with ``CitusRequired``.
+Each step runs in its own transaction: a run that fails part-way (a worker down) leaves
+the steps done so far, and running it again finishes the rest. Running it on a database
+that has the layout does nothing. On a server without Citus it refuses with
+``CitusRequired``.
 """
 
 from __future__ import annotations
