@@ -193,6 +193,10 @@ def distribute(engine: Engine) -> DistributeResult:
             ).scalar_one()
             if not distributed:
                 conn.execute(sa.text("SELECT create_distributed_function(:f)"), {"f": function})
+    with engine.begin() as conn:
+        # The guard asks the workers for their change counts: only the leader of a query
+        # may (a server without Citus lets every parallel worker check it, see V0012).
+        conn.execute(sa.text("ALTER FUNCTION audit.require_certified_strict(text, interval) PARALLEL RESTRICTED"))
     anchor = tables[0]
     for table in tables:
         with engine.begin() as conn:
