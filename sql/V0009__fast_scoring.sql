@@ -99,9 +99,9 @@ SELECT s.*,
 -- The parallel workers compute each row's digest and a bitmask of the checks it
 -- violates (62 checks per bigint) and sort; the leader merges the sorted rows,
 -- hashes each day and keeps only the masks that are not zero, whose bits are
--- counted at the end. The key columns travel as one row value: ordered like the
--- columns one by one (nulls last), and known to the planner as the order the
--- workers delivered, so the leader does not sort again.
+-- counted at the end. The key columns travel as columns of their own (k1, k2, ...;
+-- not as one row value, which a distributed planner cannot ship between nodes), in
+-- the order the workers delivered, so the leader merges without sorting again.
 CREATE FUNCTION audit.dataset_scan(p_dataset text, p_key_columns text[], p_at timestamptz)
 RETURNS SETOF jsonb ROWS 1
 LANGUAGE plpgsql STABLE
@@ -110,7 +110,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     rel        regclass := to_regclass(p_dataset);
-    key_row    text;
+    key_cols   text;
+    key_order  text;
     masks      text := '';
     kept       text := '';
     totals     text := '';
@@ -122,8 +123,8 @@ BEGIN
         RAISE EXCEPTION 'dataset_scan needs at least one key column, got %', p_key_columns
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT 'ROW(' || string_agg(format('d.%I', k), ', ' ORDER BY i) || ')'
-      INTO key_row
+    SELECT string_agg(format('d.%I AS k%s', k, i), ', ' ORDER BY i), string_agg(format('k%s', i), ', ' ORDER BY i)
+      INTO key_cols, key_order
       FROM unnest(p_key_columns) WITH ORDINALITY AS u (k, i);
     -- Check n (from 0, by position) is bit n % 62 of mask n / 62.
     SELECT coalesce(string_agg(format(', %s AS m%s', m.expr, m.word), '' ORDER BY m.word), ''),
@@ -145,23 +146,23 @@ BEGIN
         $q$
         WITH days AS (
             SELECT day,
-                   encode(sha256(string_agg(row_digest, ''::bytea ORDER BY edited_date, k, row_digest)), 'hex') AS day_hash,
+                   encode(sha256(string_agg(row_digest, ''::bytea ORDER BY edited_date, %6$s, row_digest)), 'hex') AS day_hash,
                    count(*) AS n_rows,
                    min(edited_date) FILTER (WHERE isfinite(edited_date)) AS lo,
                    max(edited_date) FILTER (WHERE isfinite(edited_date)) AS hi%3$s
               FROM (SELECT (d.edited_date AT TIME ZONE 'UTC')::date AS day,
                            d.edited_date AS edited_date,
                            sha256(convert_to(d::text, 'UTF8')) AS row_digest,
-                           %1$s AS k%2$s
+                           %1$s%2$s
                       FROM %5$s AS d
-                     ORDER BY day, edited_date, k, row_digest) AS rows_in_order
+                     ORDER BY day, edited_date, %6$s, row_digest) AS rows_in_order
              GROUP BY day)
         SELECT jsonb_build_object(
                    'sha256', encode(sha256(convert_to(coalesce(string_agg(coalesce(day::text, 'null') || ':' || day_hash, E'\n' ORDER BY day), ''), 'UTF8')), 'hex'),
                    'row_count', coalesce(sum(n_rows), 0)::bigint,
                    'min_edited_date', min(lo), 'max_edited_date', max(hi)%4$s)
           FROM days
-        $q$, key_row, masks, kept, totals, rel)
+        $q$, key_cols, masks, kept, totals, rel, key_order)
     USING p_at;
 END $$;
 REVOKE EXECUTE ON FUNCTION audit.dataset_scan(text, text[], timestamptz) FROM PUBLIC;
