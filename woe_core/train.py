@@ -363,6 +363,8 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
                 "t4": t4,
             },
         )
+        # Statistics let the planner hash the aggregates below instead of sorting the rows.
+        conn.execute(sa.text("ANALYZE _woe_rows"))
         groups = pd.DataFrame(conn.execute(sa.text(_COUNTS_SQL)).mappings().all())
         counts = _check_rows(conn, groups, k)
         t = _step(progress, timings, "band and label rows", 0.3, t)
