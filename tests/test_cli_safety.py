@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from modelkit import derived_model, handwritten_map, insert_model
 from woe_core import cli, db
@@ -133,6 +134,9 @@ def test_status_shows_the_certification_age_in_human_units(capsys, certified_eng
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith("certification:"))
     assert line.startswith("certification: fresh (#") and line.endswith(" s)") and ":00." not in line
+    with certified_engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one()
+    assert f"snapshots: {rows:,}" in out.splitlines()  # exact: the certification covers unchanged data
 
 
 @pytest.mark.parametrize(

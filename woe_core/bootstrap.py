@@ -11,12 +11,6 @@ FIRST_START_DEMO_LISTINGS = 20_000
 DEMO_BASELINE_REASON = "demo baseline: trained with default parameters and promoted on first start"
 
 
-def snapshot_count(engine: Engine) -> int:
-    """Rows in the certified entrypoint (all snapshots)."""
-    with engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one())
-
-
 def has_snapshots(engine: Engine) -> bool:
     """True when the certified entrypoint has a row (reads one row, at any size)."""
     with engine.connect() as conn:

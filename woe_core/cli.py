@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 from sqlalchemy.exc import DBAPIError
 
-from . import bootstrap, certify, db, demo, listings, migrations, promote, registry, score, train
+from . import bootstrap, certify, db, demo, listings, migrations, overview, promote, registry, score, train
 from .bands import DEFAULT_DSOLD_THRESHOLDS
 from .display import human_duration, terminal_text
 from .errors import CertificationRequired, PromotionRefused, WoeError
@@ -112,8 +112,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     engine = _engine(args)
     info = db.describe(engine)
     _say(f"database: {info.kind} {info.location} (PostgreSQL {info.server_version})")
-    _say(f"snapshots: {bootstrap.snapshot_count(engine):,}")
     st = certify.status(engine)
+    # Exact while a passed certification covers unchanged data or the stores are small,
+    # otherwise the planner's estimate ("≈"): never a count of every row.
+    _say(f"snapshots: {overview.data_counts(engine, certification=st).show('snapshots')}")
     age = f", age {human_duration(st.age)}" if st.age is not None else ""
     _say(f"certification: {st.reason}" + (f" (#{st.latest.certification_id}{age})" if st.latest else ""))
     _say(f"active model: {registry.active_model_key(engine) or 'none'}")
