@@ -196,7 +196,15 @@ def distribute(engine: Engine) -> DistributeResult:
     with engine.begin() as conn:
         # The guard asks the workers for their change counts: only the leader of a query
         # may (a server without Citus lets every parallel worker check it, see V0012).
-        conn.execute(sa.text("ALTER FUNCTION audit.require_certified_strict(text, interval) PARALLEL RESTRICTED"))
+        # Only when needed: a second run makes no DDL at all (DDL on audit is logged).
+        guard = "audit.require_certified_strict(text, interval)"
+        if (
+            conn.execute(
+                sa.text("SELECT proparallel FROM pg_proc WHERE oid = CAST(:f AS regprocedure)"), {"f": guard}
+            ).scalar_one()
+            != "r"
+        ):
+            conn.execute(sa.text(f"ALTER FUNCTION {guard} PARALLEL RESTRICTED"))
     anchor = tables[0]
     for table in tables:
         with engine.begin() as conn:

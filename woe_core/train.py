@@ -451,7 +451,9 @@ def _band_sums(conn: Connection, cuts: pd.DataFrame, k: int) -> pd.DataFrame:
     value_of = {slot: (band, value) for band, _ in _FIXED_BANDS for slot, value in slots[band].items()}
     bounds = sorted({float(x) for x in cuts["c1"]} | {float(x) for x in cuts["c2"]})
     long = conn.execute(sa.text(_sums_sql()), {"bounds": bounds}).all()
-    band_of_bucket = conn.execute(sa.text(_BUCKET_BANDS_SQL), {"bounds": bounds}).all()
+    bands_of_bucket: dict[int, list[tuple[int, str]]] = {}
+    for model, bucket, value in conn.execute(sa.text(_BUCKET_BANDS_SQL), {"bounds": bounds}):
+        bands_of_bucket.setdefault(bucket, []).append((model, value))
     # (is_train, fold, model or None, band, value) -> [w1, w0, n1, n0]
     acc: dict[tuple[bool, int, int | None, str, str], list[float]] = {}
 
@@ -464,8 +466,8 @@ def _band_sums(conn: Connection, cuts: pd.DataFrame, k: int) -> pd.DataFrame:
         if slot is not None:
             add((is_train, fold, None, *value_of[slot]), y, w, n)
         elif bucket is not None:
-            for model, b, value in band_of_bucket:
-                if b == bucket and (is_train or model == k):
+            for model, value in bands_of_bucket[bucket]:
+                if is_train or model == k:
                     add((is_train, fold, model, "present", value), y, w, n)
     rows = [
         (is_train, fold, np.nan if model is None else float(model), band, value, w1, w0, int(n1), int(n0))
