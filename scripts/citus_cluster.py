@@ -422,25 +422,46 @@ def freeze_template(database: str) -> None:
     and cached connections between nodes; a database is copied only while nobody is
     connected, so new connections are refused and the open ones ended.
     """
+    for url in node_urls().values():
+        _close_database(url, database)
+
+
+def _close_database(url: str, database: str) -> None:
+    """On the node at ``url``: refuse new connections to ``database`` and end the open ones."""
     from psycopg import sql
 
-    for url in node_urls().values():
-        _execute(
-            url,
-            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database)).as_string(),
-            sql.SQL(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()"
-            )
-            .format(sql.Literal(database))
-            .as_string(),
-        )
+    _execute(
+        url,
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database)).as_string(),
+        sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()")
+        .format(sql.Literal(database))
+        .as_string(),
+    )
 
 
 def drop_database(database: str) -> None:
+    """Drop ``database`` on every node.
+
+    ``WITH (FORCE)`` ends the sessions it finds, but Citus' maintenance daemon and the
+    other nodes' cached connections may come back before the drop; closing the database
+    to new connections first, and retrying briefly, makes the drop certain.
+    """
+    import psycopg
     from psycopg import sql
 
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)).as_string()
+    exists = sql.SQL("SELECT 1 FROM pg_database WHERE datname = {}").format(sql.Literal(database)).as_string()
     for url in node_urls().values():
-        _execute(url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)).as_string())
+        for attempt in range(20):
+            try:
+                if _execute(url, exists):
+                    _close_database(url, database)
+                _execute(url, statement)
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
 
 
 def status() -> list[str]:
