@@ -1,7 +1,7 @@
 """The band schema (docs/model.md) as Python sees it.
 
-Banding itself is SQL only (``ml.woe_anchor_bands_v1`` and the ``ml.woe_band_*``
-functions in ``sql/V0004``); this module holds the names the rest of the package
+Banding itself is SQL only (the ``ml.woe_band_*`` functions of ``sql/V0004``,
+assembled per snapshot by ``ml.v_woe_anchor_band_inputs_v1`` in ``sql/V0013``); this module holds the names the rest of the package
 and the app refer to. The fold of a listing is ``ml.woe_fold`` in SQL alone.
 """
 

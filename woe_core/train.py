@@ -1,11 +1,12 @@
 """Training (docs/model.md): one call turns the certified feature stores into a candidate model.
 
 Row-level work runs in PostgreSQL: rows are banded by the same SQL as live
-scoring (``ml.woe_anchor_bands_v1`` and ``ml.woe_band_present`` with each fold's
-cuts), labelled, weighted and aggregated into weighted sums per (model, fold,
-band, value, label) there; Python computes the WOE from that small table
-(``woe_math``), PostgreSQL scores the OOF rows with the fold maps, and the
-metrics are computed from the (score, label) arrays. Every artifact is written in
+scoring (``ml.v_woe_anchor_band_inputs_v1`` with ``ml.woe_band_dsold`` and
+``ml.woe_band_present`` applied with this model's thresholds and each fold's cuts),
+labelled, weighted and aggregated into weighted sums per (model, fold, band, value,
+label) there; Python computes the WOE from that small table (``woe_math``),
+PostgreSQL scores the OOF rows with the fold maps and computes the metrics from
+them (``metrics``). Every artifact is written in
 the same transaction as the reads, or nothing is.
 
 Definitions, at cutoff C and data end E (the newest t0 or sold_at):
@@ -180,7 +181,8 @@ SELECT * FROM (
            CASE WHEN b.t0 < :cutoff THEN ml.woe_weight(b.t0, :cutoff, :h) ELSE 1.0 END AS w,
            {_SLOTS},
            b.presentation_score
-      FROM ml.woe_anchor_bands_v1(:t1, :t2, :t3, :t4, 0, 0) AS b
+      FROM (SELECT i.*, ml.woe_band_dsold(i.delta_vs_sold_median_30d, :t1, :t2, :t3, :t4) AS dsold_band
+              FROM ml.v_woe_anchor_band_inputs_v1 AS i) AS b
 ) AS labelled
 WHERE y IS NOT NULL
 """
