@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import CITUS_TARGET, DEMO_LISTINGS, citus_cluster
 from sqlalchemy.exc import DBAPIError
 
-from woe_core import certify, cli, db, demo, distribute, migrations
+from woe_core import certify, cli, db, demo, distribute, migrations, promote, score, train
 from woe_core.errors import CertificationRequired, CitusRequired
 
 ENABLE = (
@@ -358,15 +360,108 @@ def test_a_certification_with_a_worker_stopped_fails_cleanly_and_the_next_one_pa
     _guard(citus_engine)
 
 
+def _trained_and_promoted(engine, params) -> str:
+    demo.load_demo(engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(engine, "t").passed
+    key = train.train(engine, params, "alice").model_key
+    promote.promote(engine, key, "carol", "the first model")
+    return key
+
+
+def _model_artifacts(engine, key: str) -> dict:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT base_rate, base_logit FROM ml.woe_anchor_model_registry_v1 WHERE model_key = :k"),
+            {"k": key},
+        ).one()
+        cuts = conn.execute(
+            sa.text("SELECT coalesce(fold_id, -1), c1, c2 FROM ml.woe_anchor_cuts_v1 WHERE model_key = :k"), {"k": key}
+        ).all()
+        woe = conn.execute(
+            sa.text(
+                "SELECT coalesce(fold_id, -1), band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE model_key = :k"
+            ),
+            {"k": key},
+        ).all()
+        oof = conn.execute(
+            sa.text("SELECT listing_id, t0, is_oof, p_slow21 FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"),
+            {"k": key},
+        ).all()
+        live = conn.execute(
+            sa.text(
+                "SELECT listing_id, t0, woe_logit, woe_anchor_p_slow21, unmapped_bands "
+                "FROM ml.woe_anchor_scores_live_train_v"
+            )
+        ).all()
+    return {
+        "base": tuple(row),
+        "cuts": {r[0]: (r[1], r[2]) for r in cuts},
+        "woe": {tuple(r[:3]): r[3] for r in woe},
+        "oof": {(r[0], r[1], r[2]): r[3] for r in oof},
+        "live": {(r[0], r[1]): (r[2], r[3], r[4]) for r in live},
+    }
+
+
+def _close(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
 @needs_cluster
-@pytest.mark.xfail(
-    raises=DBAPIError,
-    strict=True,
-    reason="not yet on Citus: the live views' banding SQL functions are parameterised queries over distributed "
-    "tables, which Citus cannot plan (docs/citus.md)",
-)
-def test_the_live_banding_view_plans_on_the_cluster(citus_engine):
-    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
-    assert certify.certify(citus_engine, "t").passed
+def test_train_promote_and_live_scores_on_the_cluster_match_single_node(citus_engine, plain_engine):
+    params = train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0, 1.0, 3)
+    cluster = _model_artifacts(citus_engine, _trained_and_promoted(citus_engine, params))
+    single = _model_artifacts(plain_engine, _trained_and_promoted(plain_engine, params))
+    assert all(_close(a, b) for a, b in zip(cluster["base"], single["base"], strict=True))
+    for part in ("cuts", "woe", "oof"):
+        assert cluster[part].keys() == single[part].keys() and cluster[part], part
+    assert all(_close(a, b) for k in single["cuts"] for a, b in zip(cluster["cuts"][k], single["cuts"][k], strict=True))
+    assert all(_close(cluster["woe"][k], single["woe"][k]) for k in single["woe"])
+    assert all(_close(cluster["oof"][k], single["oof"][k]) for k in single["oof"])
+    assert cluster["live"].keys() == single["live"].keys() and len(single["live"]) > 0
+    for k, (logit, p, unmapped) in single["live"].items():
+        c_logit, c_p, c_unmapped = cluster["live"][k]
+        assert _close(c_logit, logit) and _close(c_p, p) and c_unmapped == unmapped, k
+    listing = next(iter(single["live"]))[0]
+    on_cluster, on_one_node = score.lookup(citus_engine, listing), score.lookup(plain_engine, listing)
+    pd.testing.assert_frame_equal(
+        on_cluster.drop(columns="model_key"), on_one_node.drop(columns="model_key"), check_exact=False, rtol=1e-9
+    )
+
+
+@needs_cluster
+def test_full_scoring_runs_on_the_shards_and_the_guard_on_the_coordinator(citus_engine):
+    """The guard reads coordinator tables, so the coordinator runs it once; every shard scores its own rows."""
+    _trained_and_promoted(citus_engine, train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0, 1.0, 3))
     with citus_engine.connect() as conn:
-        conn.execute(sa.text("SELECT count(*) FROM ml.v_woe_anchor_bands_live_v1")).scalar_one()
+        plan = [
+            r[0]
+            for r in conn.execute(
+                sa.text("EXPLAIN SELECT count(*), avg(woe_anchor_p_slow21) FROM ml.woe_anchor_scores_live_train_v")
+            ).all()
+        ]
+    text = "\n".join(plan)
+    tasks = next(i for i, line in enumerate(plan) if "Task Count:" in line)
+    assert "Task Count: 32" in plan[tasks], text
+    guard = [i for i, line in enumerate(plan) if "require_certified_strict" in line]
+    assert len(guard) == 1 and guard[0] < tasks, text  # in a subplan the coordinator runs before the tasks
+    assert "Distributed Subplan" in plan[guard[0] - 1], text
+    assert "One-Time Filter" in "\n".join(plan[tasks:]), text  # each shard query waits for the guard's result
+
+
+@needs_cluster
+def test_the_guarded_view_refuses_after_a_change_on_a_worker(citus_engine):
+    _trained_and_promoted(citus_engine, train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0, 1.0, 3))
+    query = sa.text("SELECT woe_anchor_p_slow21 FROM ml.woe_anchor_scores_live_train_v WHERE listing_id = :l")
+    with citus_engine.connect() as conn:
+        lid = int(conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one())
+        assert conn.execute(query, {"l": lid}).all()
+    with citus_engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = :l"), {"l": lid}
+        )
+    for sql in (query, sa.text("SELECT count(*) FROM ml.woe_anchor_scores_live_train_v")):
+        refused = pytest.raises(CertificationRequired, match="changed on the nodes holding its")
+        with refused, citus_engine.connect() as conn, db.woe_errors():
+            conn.execute(sql, {"l": lid}).all()
