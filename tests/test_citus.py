@@ -465,3 +465,36 @@ def test_the_guarded_view_refuses_after_a_change_on_a_worker(citus_engine):
         refused = pytest.raises(CertificationRequired, match="changed on the nodes holding its")
         with refused, citus_engine.connect() as conn, db.woe_errors():
             conn.execute(sql, {"l": lid}).all()
+
+
+@needs_cluster
+def test_a_training_that_loses_a_worker_fails_cleanly_and_the_next_one_succeeds(citus_engine):
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    cluster = citus_cluster()
+    params = train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0, 1.0, 3)
+
+    def stop_a_worker_mid_run(step: str, _fraction: float) -> None:
+        if step == "learn presentation cuts":  # the rows are banded; scores and artifacts are not written yet
+            cluster.stop_node("worker1")
+
+    try:
+        with pytest.raises(DBAPIError) as failed:
+            train.train(citus_engine, params, "alice", progress=stop_a_worker_mid_run)
+        assert f"127.0.0.1:{cluster.ports()['worker1']}" in str(failed.value.orig)
+    finally:
+        cluster.start_node("worker1")
+    with citus_engine.connect() as conn:  # nothing half-written: no model, no artifacts, no score partition
+        for table in ("ml.woe_anchor_model_registry_v1", "ml.woe_anchor_cuts_v1", "ml.woe_anchor_map_v1"):
+            assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() == 0, table
+        assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_scores_v1")).scalar_one() == 0
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM pg_inherits WHERE inhparent = 'ml.woe_anchor_scores_v1'::regclass")
+            ).scalar_one()
+            == 0
+        )
+    key = train.train(citus_engine, params, "alice").model_key
+    promote.promote(citus_engine, key, "carol", "trained once the worker was back")
+    with citus_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_scores_live_train_v")).scalar_one() > 0

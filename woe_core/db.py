@@ -192,6 +192,7 @@ def get_engine(url: str | URL | None = None) -> Engine:
         pool_pre_ping=True,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "woe_core"},
     )
+    sa.event.listen(engine, "handle_error", _drop_sessions_that_lost_a_node)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -201,6 +202,19 @@ def get_engine(url: str | URL | None = None) -> Engine:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {mask_url(resolved)!r}: {reason}") from None
     with _lock:
         return _engines.setdefault(key, engine)
+
+
+# Citus' words when a coordinator session's connection to a worker broke (the worker
+# stopped or restarted). The session keeps that dead connection cached and would fail
+# the same way on its next query, so it is not returned to the pool.
+_NODE_CONNECTION_LOST = ("failure on connection marked as essential", "connection to the remote node")
+
+
+def _drop_sessions_that_lost_a_node(context: sa.engine.ExceptionContext) -> None:
+    """Treat a lost worker connection as a disconnect: the pool discards its sessions and opens new ones."""
+    message = str(context.original_exception)
+    if any(words in message for words in _NODE_CONNECTION_LOST):
+        context.is_disconnect = True
 
 
 def is_embedded(engine: Engine) -> bool:
