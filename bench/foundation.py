@@ -128,8 +128,8 @@ def scoring_times(engine, peers: bool = True, repeat: int = 3) -> dict:
     return out
 
 
-def lookup_latencies(engine, lookups: int, peers: bool = True) -> dict:
-    """p50 and p99 (ms) of single-listing lookups through the guarded view, and of the bare indexed join."""
+def lookup_latencies(engine, lookups: int, peers: bool = True, guarded: str = GUARDED_LOOKUP) -> dict:
+    """p50 and p99 (ms) of single-listing lookups through the guarded view (``guarded``), and of the bare join."""
     rng = np.random.default_rng(1)
     with engine.connect() as conn:
         ids = (
@@ -144,8 +144,8 @@ def lookup_latencies(engine, lookups: int, peers: bool = True) -> dict:
         pg = raw.driver_connection
         assert pg is not None, "the engine's pool handed out a closed connection"
         pg.autocommit = True
-        latency(pg, GUARDED_LOOKUP, ids[:50])  # warm-up and prepare
-        out["guarded"] = latency(pg, GUARDED_LOOKUP, ids)
+        latency(pg, guarded, ids[:50])  # warm-up and prepare
+        out["guarded"] = latency(pg, guarded, ids)
         if peers:
             latency(pg, BARE_LOOKUP, ids[:50])
             out["bare"] = latency(pg, BARE_LOOKUP, ids)

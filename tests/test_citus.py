@@ -498,3 +498,24 @@ def test_a_training_that_loses_a_worker_fails_cleanly_and_the_next_one_succeeds(
     promote.promote(citus_engine, key, "carol", "trained once the worker was back")
     with citus_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_scores_live_train_v")).scalar_one() > 0
+
+
+@needs_cluster
+def test_a_lookup_runs_on_the_one_shard_of_its_listing(citus_engine):
+    """The lookup's filter keeps the stores' join visible to Citus: no store is copied to the coordinator."""
+    _trained_and_promoted(citus_engine, train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0, 1.0, 3))
+    with citus_engine.connect() as conn:
+        lid = int(conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one())
+        compiled = score._LIVE_LOOKUP.bindparams(listing_id=lid, t0=None).compile(
+            dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan = "\n".join(conn.execute(sa.text(f"EXPLAIN {compiled}")).scalars())
+        # the plain equality is what this avoids: it copies the vision store from every shard
+        equality = "\n".join(
+            conn.execute(
+                sa.text(f"EXPLAIN SELECT * FROM ml.woe_anchor_scores_live_train_v WHERE listing_id = {lid}")
+            ).scalars()
+        )
+    assert "Task Count: 1" in plan and "Task Count: 32" not in plan, plan
+    assert "Task Count: 32" in equality, equality
+    assert len(score.lookup(citus_engine, lid)) >= 1

@@ -20,13 +20,21 @@ _SCORE_COLUMNS = ", ".join(
     + [b[2] for b in BANDS]
     + ["unmapped_bands", "woe_logit", "woe_anchor_p_slow21"]
 )
+# The listing is selected with `listing_id = ANY(ARRAY[:id])`, not `listing_id = :id`. On
+# Citus the guard and the model's parameters come from coordinator tables, so Citus plans
+# those parts first; with an equality, PostgreSQL turns the vision store's outer-join
+# condition into a constant filter of its own, Citus then no longer sees the two stores
+# joined on listing_id, and it copies the whole vision store to the coordinator for
+# every lookup. The array filter keeps the join condition, and the lookup runs on the
+# one shard that holds the listing. On one node both forms plan and run alike.
+_BY_LISTING = "listing_id = ANY(ARRAY[CAST(:listing_id AS bigint)])"
 _LIVE_LOOKUP = sa.text(
     f"SELECT {_SCORE_COLUMNS} FROM ml.woe_anchor_scores_live_train_v "
-    "WHERE listing_id = :listing_id AND (CAST(:t0 AS timestamptz) IS NULL OR t0 = :t0) ORDER BY t0"
+    f"WHERE {_BY_LISTING} AND (CAST(:t0 AS timestamptz) IS NULL OR t0 = :t0) ORDER BY t0"
 )
 _MODEL_LOOKUP = sa.text(
     f"SELECT {_SCORE_COLUMNS} FROM ml.woe_anchor_scores_by_model_train_v "
-    "WHERE model_key = :model_key AND listing_id = :listing_id "
+    f"WHERE model_key = :model_key AND {_BY_LISTING} "
     "AND (CAST(:t0 AS timestamptz) IS NULL OR t0 = :t0) ORDER BY t0"
 )
 
