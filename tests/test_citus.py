@@ -140,13 +140,14 @@ def test_the_cluster_has_a_coordinator_and_two_active_workers(citus_engine):
 
 
 @needs_cluster
-def test_distribute_lays_out_stores_and_scores_by_listing_id_co_located(citus_template, citus_engine):
+def test_distribute_lays_out_stores_co_located_and_scores_by_listing_id(citus_template, citus_engine):
     assert sorted(citus_template.distributed) == sorted([*STORES, SCORES])
     assert citus_template.dropped_foreign_keys == [f"{SCORES}.woe_anchor_scores_v1_model_key_fkey"]
     layout = {row["table_name"]: row for row in distribute.layout(citus_engine)}
     assert set(layout) == {*STORES, SCORES}  # the governance tables stay local to the coordinator
     assert {row["kind"] for row in layout.values()} == {"distributed"}
-    assert len({row["colocationid"] for row in layout.values()}) == 1
+    # The stores share one co-location group; the scores have their own (woe_core.distribute says why).
+    assert layout[STORES[0]]["colocationid"] == layout[STORES[1]]["colocationid"] != layout[SCORES]["colocationid"]
     with citus_engine.connect() as conn:
         columns = conn.execute(
             sa.text(
@@ -155,7 +156,8 @@ def test_distribute_lays_out_stores_and_scores_by_listing_id_co_located(citus_te
             )
         ).all()
         assert {c[1] for c in columns} == {"listing_id"}
-        # Shards on both workers; the i-th shard of every table on the same node (co-location).
+        # Shards on both workers; the i-th shard of each store on the same node (co-location), and the
+        # scores spread the same way (same shard count and hash ranges).
         placements = conn.execute(
             sa.text(
                 "SELECT s.logicalrelid::regclass::text AS t, s.shardminvalue AS lo, p.nodeport "

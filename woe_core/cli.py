@@ -98,6 +98,8 @@ def cmd_distribute(args: argparse.Namespace) -> int:
         _say("created the shard change counters on workers " + ", ".join(result.worker_markers))
     for table in result.distributed:
         _say(f"distributed {table} by listing_id")
+    for grant in result.granted:
+        _say(f"granted {grant} (Citus runs shard queries as the session's user)")
     if not result.changed:
         _say("already distributed: nothing to do")
     _say(_table(pd.DataFrame(distribute.layout(_engine(args)))))

@@ -2,13 +2,17 @@
 
 The layout, and why:
 
-* **Distributed by ``listing_id``, co-located**: every table the certified dataset reads
-  (the demo's ``ml.socio_market_snapshots`` and ``ml.iphone_image_features``; a customer's
-  own tables behind the store views) and the row-level scores ``ml.woe_anchor_scores_v1``
+* **Distributed by ``listing_id``**: every table the certified dataset reads (the demo's
+  ``ml.socio_market_snapshots`` and ``ml.iphone_image_features``; a customer's own tables
+  behind the store views), co-located, so the per-snapshot join of the stores runs shard by
+  shard on the workers; and the row-level scores ``ml.woe_anchor_scores_v1``
   (list-partitioned per model; Citus distributes every partition with its parent, and
-  partitions attached later). These are the tables that grow with the data; co-location
-  keeps the per-snapshot join of the two stores, and a score beside its snapshot, on one
-  shard, so the join and the aggregation run on the workers.
+  partitions attached later), with the same shard count but in a co-location group of
+  their own. Training attaches the new model's score partition (DDL) in the transaction
+  that read the stores under the trainer's login, and the attaching function runs as its
+  owner: Citus refuses DDL on a placement whose co-located placements were read over
+  another connection ("cannot perform DDL on placement ... read over multiple
+  connections"). No query joins scores with the stores, so nothing is lost.
 * **Everything else stays a local table of the coordinator**: the registry, cuts, maps,
   band values, certifications, change markers, promotions, deletions, provenance records,
   locks, settings and the break-glass log. They are small (kilobytes), and their
@@ -25,6 +29,9 @@ What ``distribute`` changes besides the layout:
   table to reference only a distributed or reference table). A score partition is still
   created, attached and dropped only by the project's training and deletion functions,
   in the transaction that registers or deletes its model;
+* the roles that may read the certified entrypoint get SELECT on the distributed tables
+  behind it: Citus sends the workers queries on the shards, run as the session's user,
+  where one node would read them with the view owner's rights;
 * change tracking: the tables' change triggers are created on every shard (with
   ``citus.enable_unsafe_triggers``) and fire on the workers, so every worker gets its own
   ``audit.dataset_shard_changes`` counters (sql/V0011; docs/citus.md says how the guard uses them).
@@ -66,10 +73,11 @@ class DistributeResult:
     distributed: list[str] = field(default_factory=list)
     dropped_foreign_keys: list[str] = field(default_factory=list)
     worker_markers: list[str] = field(default_factory=list)
+    granted: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.distributed or self.dropped_foreign_keys or self.worker_markers)
+        return bool(self.distributed or self.dropped_foreign_keys or self.worker_markers or self.granted)
 
 
 def citus_version(conn: sa.Connection) -> str | None:
@@ -213,13 +221,52 @@ def distribute(engine: Engine) -> DistributeResult:
             # The change triggers (statement and row) go onto every shard; Citus refuses
             # tables with triggers unless this is on for the distributing transaction.
             conn.execute(sa.text("SET LOCAL citus.enable_unsafe_triggers = on"))
-            colocate = "default" if table == anchor else anchor
+            colocate = "default" if table == anchor else "none" if table == SCORES else anchor
             conn.execute(
                 sa.text("SELECT create_distributed_table(CAST(:t AS regclass), :c, colocate_with => :w)"),
                 {"t": table, "c": DISTRIBUTION_COLUMN, "w": colocate},
             )
         result.distributed.append(table)
+    result.granted = _grant_source_reads(engine, tables[:-1])
     return result
+
+
+def _grant_source_reads(engine: Engine, sources: list[str]) -> list[str]:
+    """SELECT on each distributed source table for every role that may read the certified entrypoint.
+
+    On one node a view reads its tables with its owner's rights. Citus plans a query over
+    the views on the coordinator and sends the workers queries on the shards themselves,
+    run as the session's user: a reader of the guarded views was refused ("permission
+    denied for table socio_market_snapshots_102009"). The roles granted SELECT on the
+    entrypoint (sql/V0008's ml.grant_woe_anchor_roles) therefore get SELECT on the tables
+    behind it, which Citus passes on to the shards. They see nothing new: the entrypoint
+    shows those columns already. The model's tables and the scores are not granted.
+    Only missing grants are made; run ``distribute`` again after granting a new role the entrypoint.
+    """
+    granted = []
+    with engine.begin() as conn:
+        grantees = (
+            conn.execute(
+                sa.text(
+                    "SELECT DISTINCT a.grantee::regrole::text FROM pg_class AS c, aclexplode(c.relacl) AS a "
+                    "WHERE c.oid = CAST(:d AS regclass) AND a.privilege_type = 'SELECT' AND a.grantee <> 0 "
+                    "AND a.grantee <> c.relowner ORDER BY 1"
+                ),
+                {"d": DATASET},
+            )
+            .scalars()
+            .all()
+        )
+        for table in sources:
+            for role in grantees:
+                has = conn.execute(
+                    sa.text("SELECT has_table_privilege(CAST(:r AS regrole), CAST(:t AS regclass), 'SELECT')"),
+                    {"r": role, "t": table},
+                ).scalar_one()
+                if not has:
+                    conn.execute(sa.text(f"GRANT SELECT ON {table} TO {role}"))
+                    granted.append(f"SELECT on {table} to {role}")
+    return granted
 
 
 def layout(engine: Engine) -> list[dict]:
