@@ -46,7 +46,6 @@ from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
 from .certify import ENTRYPOINT
 from .contract import SOCIO_STORE
 from .db import woe_errors
-from .distribute import citus_version
 from .errors import InvalidParameter, WoeError
 from .identity import require_actor
 from .migrations import source_file
@@ -346,13 +345,6 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         conn.execute(sa.text("SELECT audit.fresh_certification_id(:d)"), {"d": ENTRYPOINT})
         # Sorts and hashes of a million rows fit in memory instead of spilling (this transaction only).
         conn.execute(sa.text(f"SET LOCAL work_mem = '{TRAINING_WORK_MEM}'"))
-        if citus_version(conn):
-            # The new score partition is attached (DDL) in this transaction, after the
-            # co-located stores were read; Citus allows that only if each worker was read
-            # over one connection ("cannot perform DDL on placement ... read over multiple
-            # connections"), which it otherwise opens as soon as reads take a while.
-            conn.execute(sa.text("SET LOCAL citus.max_adaptive_executor_pool_size = 1"))
-            conn.execute(sa.text("SET LOCAL citus.multi_shard_modify_mode = 'sequential'"))
         t_min, t_max, data_end = _data_range(conn)
         if not t_min < p.train_cutoff_ts <= t_max:
             raise InvalidParameter(
