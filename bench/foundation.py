@@ -144,10 +144,11 @@ def lookup_latencies(engine, lookups: int, peers: bool = True, guarded: str = GU
         pg = raw.driver_connection
         assert pg is not None, "the engine's pool handed out a closed connection"
         pg.autocommit = True
-        latency(pg, guarded, ids[:50])  # warm-up and prepare
+        warm = ids[: min(50, max(5, len(ids) // 5))]
+        latency(pg, guarded, warm)  # warm-up and prepare
         out["guarded"] = latency(pg, guarded, ids)
         if peers:
-            latency(pg, BARE_LOOKUP, ids[:50])
+            latency(pg, BARE_LOOKUP, warm)
             out["bare"] = latency(pg, BARE_LOOKUP, ids)
         pg.autocommit = False  # back to the pool as it came: later engine.begin() blocks need real transactions
     finally:
