@@ -168,7 +168,9 @@ def test_stale_certification_makes_lookup_refuse_without_numbers(two_models):
         )
         listing = conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one()
     at = _page("lookup", {"listing": str(listing)})
-    assert any("refused to score" in e.value and "data or definition changed" in e.value for e in at.error)
+    # the database's reason: on Citus the change is seen in the workers' counts (docs/citus.md)
+    changed = ("data or definition changed", "changed on the nodes holding")
+    assert any("refused to score" in e.value and any(c in e.value for c in changed) for e in at.error)
     assert any("How to fix" in i.value for i in at.info)
     assert len(at.metric) == 0
 

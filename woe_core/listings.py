@@ -6,6 +6,8 @@ bounded by a LIMIT, so it costs the same on 20,000 or 10 million snapshots.
 
 from __future__ import annotations
 
+import random
+
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -65,14 +67,18 @@ def from_id(engine: Engine, start: int, n: int = 10) -> pd.DataFrame:
 
 def random_listing(engine: Engine) -> int | None:
     """A random existing listing id (the first id at or above a uniform draw between the smallest and
-    the largest), or None when the store is empty."""
+    the largest), or None when the store is empty.
+
+    Two bounded queries rather than one with a correlated subquery, which Citus cannot plan
+    over a distributed store ("correlated subqueries are not supported when the FROM clause
+    contains a CTE or subquery").
+    """
     with engine.connect() as conn:
+        lo, hi = conn.execute(sa.text(f"SELECT min(listing_id), max(listing_id) FROM {SOCIO_STORE}")).one()
+        if lo is None:
+            return None
+        draw = random.randint(int(lo), int(hi))
         return conn.execute(
-            sa.text(
-                f"WITH r AS (SELECT (SELECT min(listing_id) FROM {SOCIO_STORE}) AS lo, "
-                f"(SELECT max(listing_id) FROM {SOCIO_STORE}) AS hi) "
-                f"SELECT (SELECT listing_id FROM {SOCIO_STORE} "
-                "WHERE listing_id >= r.lo + floor(random() * (r.hi - r.lo + 1))::bigint ORDER BY listing_id LIMIT 1) "
-                "FROM r"
-            )
+            sa.text(f"SELECT listing_id FROM {SOCIO_STORE} WHERE listing_id >= :d ORDER BY listing_id LIMIT 1"),
+            {"d": draw},
         ).scalar_one()
