@@ -3,9 +3,12 @@
 The Home page is visited often, so its row counts cost the same at any size: below
 ``EXACT_BELOW`` rows (by the planner's estimate) they are exact counts, which take a
 few milliseconds there; above it they are the planner's estimates, read from the table
-statistics by ``EXPLAIN`` without touching a row, and marked as approximate. The
-snapshot count is exact at any size while the latest certification passed and the
-data have not changed since: it is the row count that certification recorded.
+statistics by ``EXPLAIN`` without touching a row, and marked as approximate. On Citus
+the coordinator has no statistics for a distributed table, so the estimates add up the
+statistics of its shards (``run_command_on_shards``: a round trip to the workers, still
+without touching a row). The snapshot count is exact at any size while the latest
+certification passed and the data have not changed since: it is the row count that
+certification recorded.
 """
 
 from __future__ import annotations
@@ -70,6 +73,58 @@ _HAS_LISTING_STATS = sa.text(
 )
 
 
+# The one distributed table a store view reads, on Citus (None on one node, or when the view reads
+# several tables or none that Citus distributes).
+_DISTRIBUTED_TABLE_OF = sa.text(
+    "SELECT CASE WHEN count(DISTINCT d.refobjid) = 1 THEN min(d.refobjid::regclass::text) END FROM pg_rewrite AS r "
+    "JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid "
+    "AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class "
+    "WHERE r.ev_class = CAST(:view AS regclass) "
+    "AND d.refobjid IN (SELECT logicalrelid FROM pg_dist_partition WHERE partmethod = 'h')"
+)
+# On a worker, from the statistics of the shards it holds: rows of each store table, distinct
+# listing ids of the socio-market one (the distribution column, so the shards' distinct counts
+# add up), and whether every shard there has statistics yet.
+_WORKER_STATS = """
+SELECT concat_ws('|', coalesce(sum(c.reltuples) FILTER (WHERE s.logicalrelid = '{socio}'::regclass), 0),
+                 coalesce(sum(c.reltuples) FILTER (WHERE s.logicalrelid = '{image}'::regclass), 0),
+                 coalesce(sum(CASE WHEN st.n_distinct < 0 THEN -st.n_distinct * c.reltuples ELSE st.n_distinct END)
+                          FILTER (WHERE s.logicalrelid = '{socio}'::regclass), 0),
+                 coalesce(bool_and(c.reltuples >= 0
+                                   AND (st.n_distinct IS NOT NULL OR s.logicalrelid <> '{socio}'::regclass)), true))
+  FROM pg_dist_shard AS s
+  JOIN pg_class AS c ON c.oid = to_regclass(shard_name(s.logicalrelid, s.shardid))
+  JOIN pg_namespace AS n ON n.oid = c.relnamespace
+  LEFT JOIN pg_stats AS st ON st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = 'listing_id'
+ WHERE s.logicalrelid IN ('{socio}'::regclass, '{image}'::regclass)
+"""
+
+
+def _distributed_table(conn: Connection, view: str) -> str | None:
+    """The table Citus distributes behind ``view``, if it reads exactly one (None on one node)."""
+    if conn.execute(sa.text("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NULL")).scalar_one():
+        return None
+    return conn.execute(_DISTRIBUTED_TABLE_OF, {"view": view}).scalar_one()
+
+
+def _shard_statistics(conn: Connection, socio: str, image: str) -> tuple[int, int, int] | None:
+    """Rows of ``socio`` and ``image`` and distinct listings of ``socio``, added up from the statistics
+    of their shards on every worker (one round trip); None unless every shard has statistics.
+
+    On Citus the coordinator has no statistics for a distributed table (its own table is an
+    empty shell, so ``EXPLAIN`` gives a fixed default); each shard has its own.
+    """
+    query = _WORKER_STATS.format(socio=socio.replace("'", "''"), image=image.replace("'", "''"))
+    totals = [0.0, 0.0, 0.0]
+    for ok, result in conn.execute(sa.text("SELECT success, result FROM run_command_on_workers(:q)"), {"q": query}):
+        parts = result.split("|") if ok and result else []
+        if len(parts) != 4 or parts[3] != "t":
+            return None
+        for i in range(3):
+            totals[i] += float(parts[i])
+    return round(totals[0]), round(totals[1]), round(totals[2])
+
+
 def data_counts(
     engine: Engine, exact_below: int | None = None, certification: certify.CertificationStatus | None = None
 ) -> DataCounts:
@@ -80,8 +135,13 @@ def data_counts(
     since (whatever its age).
     """
     with engine.connect() as conn:
-        snapshots = planner_rows(conn, f"SELECT 1 FROM {SOCIO_STORE}")
-        image_rows = planner_rows(conn, f"SELECT 1 FROM {IMAGE_STORE}")
+        socio_table, image_table = _distributed_table(conn, SOCIO_STORE), _distributed_table(conn, IMAGE_STORE)
+        on_shards = _shard_statistics(conn, socio_table, image_table) if socio_table and image_table else None
+        if on_shards is not None:
+            snapshots, image_rows, _ = on_shards
+        else:
+            snapshots = planner_rows(conn, f"SELECT 1 FROM {SOCIO_STORE}")
+            image_rows = planner_rows(conn, f"SELECT 1 FROM {IMAGE_STORE}")
         if max(snapshots, image_rows) < (EXACT_BELOW if exact_below is None else exact_below):
             c = conn.execute(
                 sa.text(
@@ -92,7 +152,9 @@ def data_counts(
             ).one()
             return DataCounts(c.snapshots, c.image_rows, c.listings, datetime.now(UTC))
         listings: int | None = None
-        if conn.execute(_HAS_LISTING_STATS, {"view": SOCIO_STORE}).scalar_one():
+        if on_shards is not None:
+            listings = on_shards[2]
+        elif conn.execute(_HAS_LISTING_STATS, {"view": SOCIO_STORE}).scalar_one():
             listings = min(planner_rows(conn, f"SELECT DISTINCT listing_id FROM {SOCIO_STORE}"), snapshots)
     latest = certification.latest if certification is not None else None
     certified = (
