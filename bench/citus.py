@@ -86,19 +86,7 @@ def measure(engine: sa.Engine, snapshots: int, lookups: int, on_cluster: bool) -
         raise SystemExit(f"certification failed at {snapshots:,} snapshots")
     out["snapshots"] = cert["certified_rows"]
     out["certify, s"] = cert["certify_s"]
-    trained = run_cli(
-        "--database-url",
-        url,
-        "train",
-        "--cutoff",
-        training.CUTOFF.isoformat(),
-        "--folds",
-        str(training.K),
-        "--eps",
-        str(training.EPS),
-        "--actor",
-        "bench",
-    )
+    trained = run_cli(*training.train_args(url))
     out["train end to end (woe train), s"] = trained.wall_s
     key = trained.stdout.split(":", 1)[0].strip()
     t = time.perf_counter()

@@ -52,19 +52,7 @@ def measure(snapshots: int, lookups: int, visits: int) -> dict[str, float]:
     out["lookup p50, guarded view, ms"] = p50
     out["lookup p99, guarded view, ms"] = p99
 
-    trained = run_cli(
-        "--database-url",
-        url,
-        "train",
-        "--cutoff",
-        training.CUTOFF.isoformat(),
-        "--folds",
-        str(training.K),
-        "--eps",
-        str(training.EPS),
-        "--actor",
-        "bench",
-    )
+    trained = run_cli(*training.train_args(url))
     out["train end to end (woe train), s"] = trained.wall_s
     out["  peak RSS of woe train, MB"] = trained.peak_mb
     key = trained.stdout.split(":", 1)[0].strip()

@@ -36,6 +36,23 @@ K = 5
 EPS = 1.0
 
 
+def train_args(url: str) -> list[str]:
+    """The ``woe`` arguments of every benchmark's training run: this cutoff, K and eps, as actor "bench"."""
+    return [
+        "--database-url",
+        url,
+        "train",
+        "--cutoff",
+        CUTOFF.isoformat(),
+        "--folds",
+        str(K),
+        "--eps",
+        str(EPS),
+        "--actor",
+        "bench",
+    ]
+
+
 def banded_train_rows(engine, model_key: str) -> dict[str, np.ndarray]:
     """The TRAIN rows of ``model_key`` with their final-model band slots, fold, label and weight."""
     if not re.fullmatch(r"tom_aft_v1_[0-9]{8}_[0-9]{6}(_[0-9]{1,3})?", model_key):
@@ -173,22 +190,7 @@ def main() -> int:
     loaded = load_certified(engine, args.snapshots)
     url = engine.url.render_as_string(hide_password=False)
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "woe_core",
-        "--database-url",
-        url,
-        "train",
-        "--cutoff",
-        CUTOFF.isoformat(),
-        "--folds",
-        str(K),
-        "--eps",
-        str(EPS),
-        "--actor",
-        "bench",
-    ]
+    cmd = [sys.executable, "-m", "woe_core", *train_args(url)]
     # Peak RSS from the child's VmHWM, sampled until it exits: getrusage's ru_maxrss
     # would also count the copy of this (large) process the child was forked from.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:

@@ -5,8 +5,8 @@ The Home page is visited often, so its row counts cost the same at any size: bel
 few milliseconds there; above it they are the planner's estimates, read from the table
 statistics by ``EXPLAIN`` without touching a row, and marked as approximate. On Citus
 the coordinator has no statistics for a distributed table, so the estimates add up the
-statistics of its shards (``run_command_on_shards``: a round trip to the workers, still
-without touching a row). The snapshot count is exact at any size while the latest
+statistics of its shards (``run_command_on_workers``: one round trip to the workers,
+still without touching a row). The snapshot count is exact at any size while the latest
 certification passed and the data have not changed since: it is the row count that
 certification recorded.
 """
@@ -84,19 +84,20 @@ _DISTRIBUTED_TABLE_OF = sa.text(
 )
 # On a worker, from the statistics of the shards it holds: rows of each store table, distinct
 # listing ids of the socio-market one (the distribution column, so the shards' distinct counts
-# add up), and whether every shard there has statistics yet.
+# add up), and whether every shard there has statistics yet. A ``format`` template: %1$L and
+# %2$L are the two tables, quoted by PostgreSQL.
 _WORKER_STATS = """
-SELECT concat_ws('|', coalesce(sum(c.reltuples) FILTER (WHERE s.logicalrelid = '{socio}'::regclass), 0),
-                 coalesce(sum(c.reltuples) FILTER (WHERE s.logicalrelid = '{image}'::regclass), 0),
+SELECT concat_ws('|', coalesce(sum(c.reltuples) FILTER (WHERE s.logicalrelid = %1$L::regclass), 0),
+                 coalesce(sum(c.reltuples) FILTER (WHERE s.logicalrelid = %2$L::regclass), 0),
                  coalesce(sum(CASE WHEN st.n_distinct < 0 THEN -st.n_distinct * c.reltuples ELSE st.n_distinct END)
-                          FILTER (WHERE s.logicalrelid = '{socio}'::regclass), 0),
+                          FILTER (WHERE s.logicalrelid = %1$L::regclass), 0),
                  coalesce(bool_and(c.reltuples >= 0
-                                   AND (st.n_distinct IS NOT NULL OR s.logicalrelid <> '{socio}'::regclass)), true))
+                                   AND (st.n_distinct IS NOT NULL OR s.logicalrelid <> %1$L::regclass)), true))
   FROM pg_dist_shard AS s
   JOIN pg_class AS c ON c.oid = to_regclass(shard_name(s.logicalrelid, s.shardid))
   JOIN pg_namespace AS n ON n.oid = c.relnamespace
   LEFT JOIN pg_stats AS st ON st.schemaname = n.nspname AND st.tablename = c.relname AND st.attname = 'listing_id'
- WHERE s.logicalrelid IN ('{socio}'::regclass, '{image}'::regclass)
+ WHERE s.logicalrelid IN (%1$L::regclass, %2$L::regclass)
 """
 
 
@@ -114,9 +115,13 @@ def _shard_statistics(conn: Connection, socio: str, image: str) -> tuple[int, in
     On Citus the coordinator has no statistics for a distributed table (its own table is an
     empty shell, so ``EXPLAIN`` gives a fixed default); each shard has its own.
     """
-    query = _WORKER_STATS.format(socio=socio.replace("'", "''"), image=image.replace("'", "''"))
     totals = [0.0, 0.0, 0.0]
-    for ok, result in conn.execute(sa.text("SELECT success, result FROM run_command_on_workers(:q)"), {"q": query}):
+    for ok, result in conn.execute(
+        sa.text(
+            "SELECT success, result FROM run_command_on_workers(format(CAST(:q AS text), CAST(:socio AS text), CAST(:image AS text)))"
+        ),
+        {"q": _WORKER_STATS, "socio": socio, "image": image},
+    ):
         parts = result.split("|") if ok and result else []
         if len(parts) != 4 or parts[3] != "t":
             return None
