@@ -467,3 +467,48 @@ def test_stored_metrics_match_the_scored_rows(engine):
         assert_allclose(
             [c["observed_rate"] for c in got["calibration"]], [c[2] for c in want["calibration"]], rtol=1e-10
         )
+
+
+def _pg_order(v: float) -> tuple[bool, float]:
+    return (math.isnan(v), 0.0 if math.isnan(v) else v)  # PostgreSQL sorts NaN above every number
+
+
+@pytest.mark.parametrize(
+    ("case", "fetch_limit"),
+    [("crowded", 7), ("crowded", 50_000), ("constant", 3), ("specials_only", 3), ("two_values", 1)],
+)
+def test_order_statistics_are_exact_ranks(engine, monkeypatch, case, fetch_limit):
+    """The cuts' order statistics (``train._order_statistics``) against a plain sort, including ties,
+    NaN, ±Infinity and scores crowded into a sliver of the range (buckets split again)."""
+    rng = np.random.default_rng(5)
+    k = 4
+    if case == "crowded":  # almost every score within 1e-9 of 0.5, a far outlier, many ties and specials
+        scores = list(0.5 + rng.integers(0, 400, 600) * 1e-12) + [1e300, -3.0, math.inf, -math.inf, math.nan] * 3
+    elif case == "constant":
+        scores = [0.25] * 90
+    elif case == "specials_only":
+        scores = [math.nan, math.inf, -math.inf] * 20
+    else:
+        scores = [1.0, 2.0] * 40
+    folds = rng.integers(0, k, len(scores))
+    monkeypatch.setattr(train, "ORDER_STATISTIC_FETCH_LIMIT", fetch_limit)
+    finite = [s for s in scores if math.isfinite(s)]
+    finite_range = (min(finite), max(finite)) if finite else None
+    expected: dict[tuple[int, int], float] = {}
+    wanted: dict[int, list[int]] = {}
+    for m in range(k + 1):
+        mine = sorted((s for s, f in zip(scores, folds, strict=True) if m == k or f != m), key=_pg_order)
+        wanted[m] = sorted({1, 2, len(mine) // 3, len(mine) // 2 + 1, len(mine) - 1, len(mine)} - {0})
+        expected.update({(m, r): mine[r - 1] for r in wanted[m]})
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TEMP TABLE _woe_rows (fold integer, is_train boolean, presentation_score float8)"))
+        conn.execute(
+            sa.text("INSERT INTO _woe_rows VALUES (:f, :t, :s)"),
+            [{"f": int(f), "t": True, "s": s} for s, f in zip(scores, folds, strict=True)]
+            + [{"f": 0, "t": False, "s": -1e9}, {"f": 1, "t": True, "s": None}],  # EVAL and missing are left out
+        )
+        found = train._order_statistics(conn, wanted, k, len(scores), finite_range)
+    assert set(found) == set(expected)
+    for key, want in expected.items():
+        got = found[key]
+        assert (math.isnan(got) and math.isnan(want)) or got == want, (key, got, want)

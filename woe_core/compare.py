@@ -227,10 +227,10 @@ def common_window_metrics(
     if not start < end:
         raise InvalidParameter(f"the window must have start < end, got start={start!r}, end={end!r}")
     params = {"keys": keys, "start": start, "end": end, "asof": asof}
-    source = f"SELECT model_key AS part, p, y FROM ({_window_rows_sql()}) AS x"
+    source = f"SELECT array_position(CAST(:keys AS text[]), model_key) AS part, p, y FROM ({_window_rows_sql()}) AS x"
     with woe_errors(), engine.begin() as conn:  # the scored rows stay in the database
         conn.execute(sa.text(f"SET LOCAL work_mem = '{COMPARE_WORK_MEM}'"))
-        scored = scored_metrics(conn, source, params)
+        scored = scored_metrics(conn, source, keys, params)
     found = scored.summary.set_index("part")
     summary_rows = pd.DataFrame(
         [

@@ -21,6 +21,7 @@ the n rows of one part (a model, or OOF / EVAL), sorted by p:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +33,8 @@ P_CLIP = 1e-15
 HISTOGRAM_BINS = 20
 
 _SCORED_METRICS_SQL = """
-WITH g AS (
-    SELECT part COLLATE "C" AS part, p, count(*) FILTER (WHERE y = 1) AS pos, count(*) FILTER (WHERE y = 0) AS neg
+WITH {ctes} g AS (
+    SELECT part, p, count(*) FILTER (WHERE y = 1) AS pos, count(*) FILTER (WHERE y = 0) AS neg
       FROM ({source}) AS scored
      WHERE y IN (0, 1)
      GROUP BY 1, p),
@@ -112,19 +113,26 @@ class ScoredMetrics:
         }
 
 
-def scored_metrics(conn: Connection, source_sql: str, params: dict | None = None) -> ScoredMetrics:
+def scored_metrics(
+    conn: Connection, source_sql: str, parts: Sequence[str], params: dict | None = None, ctes: str = ""
+) -> ScoredMetrics:
     """AUC, log loss, Brier, calibration and histogram per part of ``source_sql``.
 
-    ``source_sql`` is a SELECT of rows ``(part, p, y)`` (y 0 or 1; other rows are left
-    out); everything is aggregated in PostgreSQL by distinct p (see the module
-    docstring) and only one row per part, decile and bin comes back. Parts are sorted
-    bytewise (``COLLATE "C"``): a part is only ever compared for equality.
+    ``source_sql`` is a SELECT of rows ``(part, p, y)``: ``part`` the 1-based position
+    of the row's part in ``parts`` (an integer, which groups and sorts faster than a
+    name), y 0 or 1 (other rows are left out). Everything is aggregated in PostgreSQL
+    by distinct p (see the module docstring) and only one row per part, decile and bin
+    comes back, named by ``parts``. ``ctes``: common table expressions the source may
+    read, each ending with a comma (``name AS (...),``); a data-modifying one lets a
+    statement that writes rows aggregate them in the same pass.
     """
-    sql = _SCORED_METRICS_SQL.format(source=source_sql, bins=HISTOGRAM_BINS)
+    sql = _SCORED_METRICS_SQL.format(ctes=ctes, source=source_sql, bins=HISTOGRAM_BINS)
     rows = pd.DataFrame(
         conn.execute(sa.text(sql), {**(params or {}), "clip": P_CLIP}).all(),
         columns=["part", "kind", "idx", "n", "a", "b", "c", "d"],
     )
+    name = np.array(list(parts), dtype=object)
+    rows["part"] = name[rows["part"].astype(np.int64).to_numpy() - 1] if len(rows) else rows["part"]
     s = rows[rows["kind"] == "summary"]
     n = s["n"].astype(float).to_numpy()
     pos = s["a"].astype(float).to_numpy()

@@ -189,7 +189,11 @@ WHERE y IS NOT NULL
 
 
 _COUNTS_SQL = (
-    "SELECT is_train, fold, y, count(*) AS n, sum(w) AS w, count(presentation_score) AS n_scored "
+    "SELECT is_train, fold, y, count(*) AS n, sum(w) AS w, count(presentation_score) AS n_scored, "
+    "min(presentation_score) FILTER (WHERE presentation_score > '-Infinity' AND presentation_score < 'Infinity') "
+    "AS finite_min, "
+    "max(presentation_score) FILTER (WHERE presentation_score > '-Infinity' AND presentation_score < 'Infinity') "
+    "AS finite_max "
     "FROM _woe_rows GROUP BY is_train, fold, y"
 )
 
@@ -237,26 +241,6 @@ SELECT c.model, j.bucket,
   FROM _woe_cuts AS c
  CROSS JOIN generate_series(-1, cardinality(CAST(:bounds AS float8[]))) AS j(bucket)
 """
-
-
-def _cut_ranks_sql(k: int) -> str:
-    """The order statistics behind every model's cuts, from one sort of the TRAIN scores.
-
-    ``r<m>`` is the running count of rows outside fold m (all rows for m = K), so the
-    row where it equals j (and that is outside fold m) is the j-th smallest score of
-    model m's rows; ``:ranks`` names the wanted j of each model.
-    """
-    counts = [f"count(*) FILTER (WHERE fold <> {m}) OVER w AS r{m}" for m in range(k)]
-    counts.append(f"count(*) OVER w AS r{k}")
-    wanted = [f"(fold <> {m} AND r{m} = ANY(CAST(:ranks{m} AS bigint[])))" for m in range(k)]
-    wanted.append(f"r{k} = ANY(CAST(:ranks{k} AS bigint[]))")
-    return (
-        f"SELECT fold, v, {', '.join(f'r{m}' for m in range(k + 1))} FROM ("
-        f"SELECT fold, presentation_score AS v, {', '.join(counts)} FROM _woe_rows "
-        "WHERE is_train AND presentation_score IS NOT NULL "
-        "WINDOW w AS (ORDER BY presentation_score ROWS UNBOUNDED PRECEDING)) AS ranked "
-        f"WHERE {' OR '.join(wanted)}"
-    )
 
 
 def _logit_sql() -> str:
@@ -366,7 +350,10 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
             },
         )
         # Statistics let the planner hash the aggregates below instead of sorting the rows.
+        # A small sample is enough for that choice (the grouping columns have few values).
+        conn.execute(sa.text("SET LOCAL default_statistics_target = 10"))
         conn.execute(sa.text("ANALYZE _woe_rows"))
+        conn.execute(sa.text("RESET default_statistics_target"))
         groups = pd.DataFrame(conn.execute(sa.text(_COUNTS_SQL)).mappings().all())
         counts = _check_rows(conn, groups, k)
         t = _step(progress, timings, "band and label rows", 0.3, t)
@@ -382,8 +369,7 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
 
         _pack(conn, bases, maps, cuts)
         key = _choose_key(conn)
-        table = _stage_scores(conn, key)
-        scored = _scored_metrics(conn, table, k)
+        scored = _stage_and_measure(conn, key, k)
         t = _step(progress, timings, "score OOF and EVAL rows", 0.75, t)
 
         final = bases[bases["model"] == k].iloc[0]
@@ -490,12 +476,130 @@ def _check_fit(fitted: woe_math.Fit, k: int) -> None:
             )
 
 
+# Order statistics of the TRAIN presentation scores (see _order_statistics).
+_SCORES = "SELECT fold, presentation_score AS v FROM _woe_rows WHERE is_train AND presentation_score IS NOT NULL"
+# Buckets of the whole range: -1 for -Infinity, 1..nb for finite scores (width_bucket over nb
+# thresholds from the finite minimum up), nb + 1 for Infinity, nb + 2 for NaN, which
+# PostgreSQL sorts above every number.
+_WHOLE_BUCKET = (
+    "CASE WHEN v = '-Infinity' THEN -1 WHEN v = 'Infinity' THEN :nb + 1 WHEN v = 'NaN' THEN :nb + 2 "
+    "ELSE width_bucket(v, CAST(:th AS float8[])) END"
+)
+_HISTOGRAM_SQL = (
+    "SELECT b, fold, count(*) AS n, min(v) AS lo, max(v) AS hi "
+    "FROM (SELECT fold, v, {bucket} AS b FROM ({scores}) AS s {where}) AS h GROUP BY b, fold"
+)
+_VALUES_SQL = (
+    "SELECT b, fold, v, count(*) AS n FROM (SELECT fold, v, {bucket} AS b FROM ({scores}) AS s {where}) AS h "
+    "WHERE b = ANY(CAST(:targets AS integer[])) GROUP BY b, fold, v"
+)
+# A bucket of at most this many rows has its distinct values fetched; a bigger one is split again.
+ORDER_STATISTIC_FETCH_LIMIT = 50_000
+ORDER_STATISTIC_MAX_ROUNDS = 8
+
+
+def _order_statistics(
+    conn: Connection, wanted: dict[int, list[int]], k: int, n_scores: int, finite_range: tuple[float, float] | None
+) -> dict[tuple[int, int], float]:
+    """The r-th smallest TRAIN presentation score of each model m and r in ``wanted[m]`` (1-based,
+    among the rows outside fold m; all rows for m = K), in PostgreSQL's float8 order.
+
+    Rather than sort every score, one scan counts the scores per fold in about √N
+    buckets of equal width over their finite range (``finite_range``), which locates
+    the bucket holding each wanted rank and the number of that model's scores below
+    it (``n_scores`` is the number of scores). A bucket whose scores are all equal gives its value; a bucket of at most
+    ``ORDER_STATISTIC_FETCH_LIMIT`` rows has its distinct values and their counts
+    fetched (a second scan, one for all such buckets), and is ranked here; a bigger
+    one (scores crowded into a sliver of the range) is split the same way again. The
+    values are exact: this selects order statistics, it does not estimate them.
+    """
+    found: dict[tuple[int, int], float] = {}
+    n_total = sum(len(ranks) for ranks in wanted.values())
+
+    def of_model(m: int, by_fold: dict[int, int]) -> int:
+        return sum(n for fold, n in by_fold.items() if m == k or fold != m)
+
+    # Each window: its value bounds (None for every score), its number of rows and its
+    # targets, (model, rank) -> rank among the window's rows of that model.
+    windows: list[tuple[tuple[float, float] | None, int, dict[tuple[int, int], int]]] = [
+        (None, n_scores, {(m, r): r for m, ranks in wanted.items() for r in ranks})
+    ]
+    rounds = 0
+    while windows:
+        rounds += 1
+        bounds, n_rows, targets = windows.pop()
+        n_buckets = min(4096, max(16, math.isqrt(n_rows)))
+        if bounds is None:
+            lo, hi = finite_range if finite_range is not None else (0.0, 0.0)
+            params: dict = {"nb": 0, "th": []}
+            where, bucket = "", _WHOLE_BUCKET
+        else:
+            lo, hi = bounds
+            params = {"lo": lo, "hi": hi}
+            where, bucket = "WHERE v >= :lo AND v <= :hi", "width_bucket(v, CAST(:th AS float8[]))"
+        thresholds = sorted({float(x) for x in np.linspace(lo, hi, n_buckets)} | {lo})
+        params["th"], params["nb"] = thresholds, len(thresholds)
+        special = {-1, len(thresholds) + 1, len(thresholds) + 2} if bounds is None else set()
+        per_bucket: dict[int, dict[int, int]] = {}
+        value_range: dict[int, tuple[float, float]] = {}
+        for b, fold, n, b_lo, b_hi in conn.execute(
+            sa.text(_HISTOGRAM_SQL.format(bucket=bucket, scores=_SCORES, where=where)), params
+        ):
+            per_bucket.setdefault(b, {})[fold] = n
+            if b not in special:
+                old = value_range.get(b, (b_lo, b_hi))
+                value_range[b] = (min(old[0], b_lo), max(old[1], b_hi))
+        order = sorted(per_bucket)
+        fetch: dict[int, dict[tuple[int, int], int]] = {}
+        split: dict[int, dict[tuple[int, int], int]] = {}
+        for (m, r), rank in targets.items():
+            below = 0
+            for b in order:
+                here = of_model(m, per_bucket[b])
+                if below + here >= rank:
+                    break
+                below += here
+            else:
+                raise TrainingError(f"model {m} has fewer than {r} presentation scores")
+            if b in special:
+                lo_b = {-1: -math.inf, len(thresholds) + 1: math.inf}.get(b, math.nan)
+                found[(m, r)] = lo_b
+            elif value_range[b][0] == value_range[b][1]:
+                found[(m, r)] = value_range[b][0]
+            elif sum(per_bucket[b].values()) <= ORDER_STATISTIC_FETCH_LIMIT or rounds >= ORDER_STATISTIC_MAX_ROUNDS:
+                fetch.setdefault(b, {})[(m, r)] = rank - below
+            else:
+                split.setdefault(b, {})[(m, r)] = rank - below
+        windows.extend((value_range[b], sum(per_bucket[b].values()), t) for b, t in split.items())
+        if fetch:
+            values: dict[int, list[tuple[float, int, int]]] = {}
+            for b, fold, v, n in conn.execute(
+                sa.text(_VALUES_SQL.format(bucket=bucket, scores=_SCORES, where=where)),
+                {**params, "targets": sorted(fetch)},
+            ):
+                values.setdefault(b, []).append((v, fold, n))
+            for b, bucket_targets in fetch.items():
+                ordered = sorted(values[b])
+                for (m, r), rank in bucket_targets.items():
+                    seen = 0
+                    for v, fold, n in ordered:
+                        if m == k or fold != m:
+                            seen += n
+                            if seen >= rank:
+                                found[(m, r)] = v
+                                break
+    if len(found) != n_total:
+        raise TrainingError("some presentation-score ranks were not found")
+    return found
+
+
 def _learn_cuts(conn: Connection, groups: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Every model's cuts, as ``percentile_cont(1/3, 2/3)`` computes them, from one sort.
+    """Every model's cuts, as ``percentile_cont(1/3, 2/3)`` computes them, without sorting the rows.
 
     With N scores, percentile f lies at 0-based position ``f·(N − 1)``; between the
     order statistics at its floor and ceiling it is ``lo + frac·(hi − lo)`` (PostgreSQL's
     ``percentile_cont``, the same IEEE operations), so the cuts are bit-identical to it.
+    The order statistics come from ``_order_statistics``.
     """
     train_part = groups[groups["is_train"]]
     fractions = (1.0 / 3.0, 2.0 / 3.0)
@@ -513,12 +617,10 @@ def _learn_cuts(conn: Connection, groups: pd.DataFrame, k: int) -> pd.DataFrame:
             position = f * (n - 1)
             lo = math.floor(position)
             plan[m].append((lo + 1, math.ceil(position) + 1, position - lo))
-    ranks = {f"ranks{m}": sorted({r for lo, hi, _ in plan[m] for r in (lo, hi)}) for m in range(k + 1)}
-    found: dict[tuple[int, int], float] = {}
-    for row in conn.execute(sa.text(_cut_ranks_sql(k)), ranks).mappings():
-        for m in range(k + 1):
-            if (m == k or row["fold"] != m) and row[f"r{m}"] in ranks[f"ranks{m}"]:
-                found[(m, int(row[f"r{m}"]))] = float(row["v"])
+    wanted = {m: sorted({r for lo, hi, _ in plan[m] for r in (lo, hi)}) for m in range(k + 1)}
+    finite = (train_part["finite_min"].dropna(), train_part["finite_max"].dropna())
+    finite_range = (float(finite[0].min()), float(finite[1].max())) if len(finite[0]) else None
+    found = _order_statistics(conn, wanted, k, n_rows[k], finite_range)
     rows = []
     for m in range(k + 1):
         cut = []
@@ -707,30 +809,26 @@ def _write_maps(conn: Connection, key: str, maps: pd.DataFrame, k: int) -> None:
     )
 
 
-def _stage_scores(conn: Connection, key: str) -> str:
-    """Score every TRAIN row with its fold's model straight into the model's staged score table."""
+def _stage_and_measure(conn: Connection, key: str, k: int) -> M.ScoredMetrics:
+    """Score every TRAIN row with its fold's model straight into the model's staged score table,
+    and compute the metrics of those OOF rows (as inserted) and of the EVAL rows (final model)
+    in the same statement, in the database."""
     table = conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1(:key)"), {"key": key}).scalar_one()
     # ``table`` is the quoted name the database built from the validated key.
-    conn.execute(
-        sa.text(
-            f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
-            "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
-            f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
-            "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored"
-        ),
-        {"key": key},
+    staged = (
+        f"staged AS (INSERT INTO {table} "
+        "(model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
+        "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
+        f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
+        "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored "
+        "RETURNING p_slow21, slow21),"
     )
-    return table
-
-
-def _scored_metrics(conn: Connection, table: str, k: int) -> M.ScoredMetrics:
-    """Metrics of the OOF rows (from the staged table) and the EVAL rows (final model), computed in the database."""
     source = (
-        f"SELECT 'oof' AS part, p_slow21 AS p, slow21 AS y FROM {table} UNION ALL "
-        f"SELECT 'eval', ml.woe_sigmoid({_logit_sql()}), r.y FROM _woe_rows AS r "
+        "SELECT 1 AS part, p_slow21 AS p, slow21 AS y FROM staged UNION ALL "
+        f"SELECT 2, ml.woe_sigmoid({_logit_sql()}), r.y FROM _woe_rows AS r "
         "JOIN _woe_packed AS p ON p.model = :k WHERE NOT r.is_train"
     )
-    return M.scored_metrics(conn, source, {"k": k})
+    return M.scored_metrics(conn, source, ("oof", "eval"), {"key": key, "k": k}, ctes=staged)
 
 
 def _write_scores(conn: Connection, key: str) -> int:
