@@ -287,6 +287,27 @@ def test_the_guard_sees_every_change_made_on_a_worker(citus_engine, change):
 
 
 @needs_cluster
+def test_certification_status_reports_a_write_made_on_a_worker(citus_engine):
+    """Home and ``woe status`` read certify.status: after a write only a worker saw, it is not fresh,
+    with the guard's own reason, as the guarded views refuse."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    assert certify.status(citus_engine).fresh
+    with citus_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
+                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+            )
+        )
+        changed_at = conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes")).scalar_one()
+    now = certify.status(citus_engine)
+    assert now.data_changed_at == changed_at <= now.latest.certified_at  # the coordinator's stamp did not move
+    assert not now.fresh and "changed on the nodes holding its shards" in now.reason
+    assert certify.certify(citus_engine, "t").passed and certify.status(citus_engine).fresh
+
+
+@needs_cluster
 def test_a_stopped_worker_makes_the_guard_refuse_until_it_returns(citus_engine):
     demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
     assert certify.certify(citus_engine, "t").passed

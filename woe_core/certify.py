@@ -11,13 +11,14 @@ the data has not changed since.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
-from .db import woe_errors
+from .db import GUARD_SQLSTATE, woe_errors
 from .display import human_duration
 from .errors import InvalidParameter
 from .identity import require_actor
@@ -96,6 +97,9 @@ class CertificationStatus:
     age: timedelta | None
     data_changed_at: datetime | None
     max_age: timedelta  # audit.certifiable_datasets.max_age: how long a certification stays fresh
+    # The guard's own refusal when the recorded times say fresh but the guard does not
+    # (on Citus: a write made on a worker, or a worker that cannot report its writes).
+    guard_refusal: str | None = None
 
     @property
     def fresh(self) -> bool:
@@ -106,6 +110,7 @@ class CertificationStatus:
             and self.age is not None
             and self.age < self.max_age
             and (self.data_changed_at is None or self.data_changed_at <= self.latest.certified_at)
+            and self.guard_refusal is None
         )
 
     @property
@@ -119,6 +124,8 @@ class CertificationStatus:
             return f"latest certification is {human_duration(self.age)} old (limit {human_duration(self.max_age)})"
         if self.data_changed_at is not None and self.data_changed_at > self.latest.certified_at:
             return f"data changed at {self.data_changed_at:%Y-%m-%d %H:%M:%S %Z} after the latest certification"
+        if self.guard_refusal is not None:
+            return self.guard_refusal
         return "fresh"
 
 
@@ -158,9 +165,25 @@ def status(engine: Engine, dataset: str = ENTRYPOINT) -> CertificationStatus:
         max_age = conn.execute(
             sa.text("SELECT max_age FROM audit.certifiable_datasets WHERE dataset = :d"), {"d": dataset}
         ).scalar_one()
-    if r is None:
-        return CertificationStatus(None, None, changed, max_age)
-    return CertificationStatus(_from_row(r), r.age, changed, max_age)
+        if r is None:
+            return CertificationStatus(None, None, changed, max_age)
+        found = CertificationStatus(_from_row(r), r.age, changed, max_age)
+        if found.fresh:  # the recorded times agree; the guard has the last word
+            found = replace(found, guard_refusal=_guard_refusal(conn, dataset, max_age))
+    return found
+
+
+def _guard_refusal(conn: sa.Connection, dataset: str, max_age: timedelta) -> str | None:
+    """The guard's message if it refuses ``dataset`` now, else None (other errors propagate)."""
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text("SELECT audit.require_certified_strict(:d, :a)"), {"d": dataset, "a": max_age})
+    except DBAPIError as exc:
+        diag = getattr(exc.orig, "diag", None)
+        if getattr(exc.orig, "sqlstate", None) != GUARD_SQLSTATE or diag is None:
+            raise
+        return str(diag.message_primary)
+    return None
 
 
 def history(engine: Engine, dataset: str = ENTRYPOINT, limit: int = 50) -> list[Certification]:

@@ -137,7 +137,8 @@ def data_counts(
 
     ``certification`` (the current status, if the caller has it) supplies the exact
     snapshot count when its latest certification passed and the data have not changed
-    since (whatever its age).
+    since (whatever its age on one node; on Citus only while it is fresh, as only the
+    guard sees writes made on the workers).
     """
     with engine.connect() as conn:
         socio_table, image_table = _distributed_table(conn, SOCIO_STORE), _distributed_table(conn, IMAGE_STORE)
@@ -168,6 +169,10 @@ def data_counts(
         and latest.passed
         and latest.row_count is not None
         and (certification.data_changed_at is None or certification.data_changed_at <= latest.certified_at)
+        # On Citus a write made on a worker moves no stamp on the coordinator: only the guard
+        # (asked by certify.status while the certification is fresh) can vouch for no change.
+        and certification.guard_refusal is None
+        and (socio_table is None or certification.fresh)
     )
     if certified and latest is not None and latest.row_count is not None:
         snapshots = latest.row_count
