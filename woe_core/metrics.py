@@ -17,6 +17,9 @@ the n rows of one part (a model, or OOF / EVAL), sorted by p:
   are shared in proportion: a part holding j of a tie group of g rows with k
   positives counts j·k/g positives, so the result does not depend on row order.
 * histogram: row counts in HISTOGRAM_BINS equal bins of p over [0, 1].
+
+Rows are counted per distinct p in 32-bit integers (sums of them are 64-bit): fewer
+than 2^31 rows of a part may share one p.
 """
 
 from __future__ import annotations
@@ -34,33 +37,35 @@ HISTOGRAM_BINS = 20
 
 _SCORED_METRICS_SQL = """
 WITH {ctes} g AS (
-    SELECT part, p, count(*) FILTER (WHERE y = 1) AS pos, count(*) FILTER (WHERE y = 0) AS neg
+    SELECT part, p, (count(*) FILTER (WHERE y = 1))::int4 AS pos, (count(*) FILTER (WHERE y = 0))::int4 AS neg
       FROM ({source}) AS scored
      WHERE y IN (0, 1)
      GROUP BY 1, p),
-c AS (
+-- per distinct p in order: the rows and negatives before it and its part's size, from one sort
+w AS (
     SELECT part, p, pos, neg, pos + neg AS n,
-           coalesce(sum(pos + neg) OVER below, 0)::bigint AS before,
-           coalesce(sum(neg) OVER below, 0)::bigint AS neg_below
+           coalesce(sum(pos + neg) OVER below, 0) AS before,
+           coalesce(sum(neg) OVER below, 0) AS neg_below,
+           sum(pos + neg) OVER whole AS total
       FROM g
-    WINDOW below AS (PARTITION BY part ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
-sizes AS (
-    SELECT part, sum(n)::bigint / 10 AS q, sum(n)::bigint % 10 AS rem FROM c GROUP BY part),
+    WINDOW below AS (PARTITION BY part ORDER BY p ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+           whole AS (PARTITION BY part)),
 -- decile d (0-based) holds the sorted rows [lo(d), lo(d) + q + (d < rem)), lo(d) = d·q + least(d, rem), as
--- numpy.array_split cuts them; d0 and d1 are the deciles of a tie group's first and last row
-spans AS (
-    SELECT c.part, c.p, c.pos, c.n, c.before, s.q, s.rem,
-           CASE WHEN c.before < s.rem * (s.q + 1) THEN c.before / (s.q + 1)
-                ELSE s.rem + (c.before - s.rem * (s.q + 1)) / s.q END AS d0,
-           CASE WHEN c.before + c.n - 1 < s.rem * (s.q + 1) THEN (c.before + c.n - 1) / (s.q + 1)
-                ELSE s.rem + (c.before + c.n - 1 - s.rem * (s.q + 1)) / s.q END AS d1
-      FROM c JOIN sizes AS s USING (part)),
+-- numpy.array_split cuts them (q, rem: the part's size divided by 10); d0 and d1 are the deciles of a tie
+-- group's first and last row
+c AS (
+    SELECT part, p, pos, neg, n, before, neg_below, q, rem,
+           CASE WHEN before < rem * (q + 1) THEN before / (q + 1)
+                ELSE rem + (before - rem * (q + 1)) / q END AS d0,
+           CASE WHEN before + n - 1 < rem * (q + 1) THEN (before + n - 1) / (q + 1)
+                ELSE rem + (before + n - 1 - rem * (q + 1)) / q END AS d1
+      FROM (SELECT w.*, total / 10 AS q, total % 10 AS rem FROM w) AS s),
 cal AS (
     SELECT part, d0 AS d, sum(n) AS n, sum(n * p) AS sum_p, sum(pos)::float8 AS sum_y
-      FROM spans WHERE d0 = d1 GROUP BY part, d0
+      FROM c WHERE d0 = d1 GROUP BY part, d0
     UNION ALL
     SELECT part, d, sum(o.rows), sum(o.rows * p), sum(o.rows * pos::float8 / n)
-      FROM spans
+      FROM c
      CROSS JOIN LATERAL generate_series(d0, d1) AS d
      CROSS JOIN LATERAL (SELECT least(before + n, d * q + least(d, rem) + q + (d < rem)::int)
                                 - greatest(before, d * q + least(d, rem)) AS rows) AS o
