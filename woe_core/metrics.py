@@ -36,7 +36,7 @@ P_CLIP = 1e-15
 HISTOGRAM_BINS = 20
 
 _SCORED_METRICS_SQL = """
-WITH {ctes} g AS (
+WITH g AS (
     SELECT part, p, (count(*) FILTER (WHERE y = 1))::int4 AS pos, (count(*) FILTER (WHERE y = 0))::int4 AS neg
       FROM ({source}) AS scored
      WHERE y IN (0, 1)
@@ -119,7 +119,7 @@ class ScoredMetrics:
 
 
 def scored_metrics(
-    conn: Connection, source_sql: str, parts: Sequence[str], params: dict | None = None, ctes: str = ""
+    conn: Connection, source_sql: str, parts: Sequence[str], params: dict | None = None
 ) -> ScoredMetrics:
     """AUC, log loss, Brier, calibration and histogram per part of ``source_sql``.
 
@@ -127,11 +127,9 @@ def scored_metrics(
     of the row's part in ``parts`` (an integer, which groups and sorts faster than a
     name), y 0 or 1 (other rows are left out). Everything is aggregated in PostgreSQL
     by distinct p (see the module docstring) and only one row per part, decile and bin
-    comes back, named by ``parts``. ``ctes``: common table expressions the source may
-    read, each ending with a comma (``name AS (...),``); a data-modifying one lets a
-    statement that writes rows aggregate them in the same pass.
+    comes back, named by ``parts``.
     """
-    sql = _SCORED_METRICS_SQL.format(ctes=ctes, source=source_sql, bins=HISTOGRAM_BINS)
+    sql = _SCORED_METRICS_SQL.format(source=source_sql, bins=HISTOGRAM_BINS)
     rows = pd.DataFrame(
         conn.execute(sa.text(sql), {**(params or {}), "clip": P_CLIP}).all(),
         columns=["part", "kind", "idx", "n", "a", "b", "c", "d"],

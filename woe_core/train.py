@@ -369,7 +369,8 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
 
         _pack(conn, bases, maps, cuts)
         key = _choose_key(conn)
-        scored = _stage_and_measure(conn, key, k)
+        table = _stage_scores(conn, key)
+        scored = _scored_metrics(conn, table, k)
         t = _step(progress, timings, "score OOF and EVAL rows", 0.75, t)
 
         final = bases[bases["model"] == k].iloc[0]
@@ -809,26 +810,30 @@ def _write_maps(conn: Connection, key: str, maps: pd.DataFrame, k: int) -> None:
     )
 
 
-def _stage_and_measure(conn: Connection, key: str, k: int) -> M.ScoredMetrics:
-    """Score every TRAIN row with its fold's model straight into the model's staged score table,
-    and compute the metrics of those OOF rows (as inserted) and of the EVAL rows (final model)
-    in the same statement, in the database."""
+def _stage_scores(conn: Connection, key: str) -> str:
+    """Score every TRAIN row with its fold's model straight into the model's staged score table."""
     table = conn.execute(sa.text("SELECT ml.woe_anchor_scores_stage_v1(:key)"), {"key": key}).scalar_one()
     # ``table`` is the quoted name the database built from the validated key.
-    staged = (
-        f"staged AS (INSERT INTO {table} "
-        "(model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
-        "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
-        f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
-        "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored "
-        "RETURNING p_slow21, slow21),"
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
+            "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
+            f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
+            "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored"
+        ),
+        {"key": key},
     )
+    return table
+
+
+def _scored_metrics(conn: Connection, table: str, k: int) -> M.ScoredMetrics:
+    """Metrics of the OOF rows (from the staged table) and the EVAL rows (final model), computed in the database."""
     source = (
-        "SELECT 1 AS part, p_slow21 AS p, slow21 AS y FROM staged UNION ALL "
+        f"SELECT 1 AS part, p_slow21 AS p, slow21 AS y FROM {table} UNION ALL "
         f"SELECT 2, ml.woe_sigmoid({_logit_sql()}), r.y FROM _woe_rows AS r "
         "JOIN _woe_packed AS p ON p.model = :k WHERE NOT r.is_train"
     )
-    return M.scored_metrics(conn, source, ("oof", "eval"), {"key": key, "k": k}, ctes=staged)
+    return M.scored_metrics(conn, source, ("oof", "eval"), {"k": k})
 
 
 def _write_scores(conn: Connection, key: str) -> int:
