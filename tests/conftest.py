@@ -28,6 +28,26 @@ TEMPLATE = "woe_test_template"
 CITUS_TARGET = os.environ.get("WOE_TEST_TARGET", "").lower() == "citus"
 
 
+# The guard's refusal after a change to certified data: on one node the coordinator's
+# stamp moved; on Citus a row written on a worker moves that worker's count instead.
+DATA_CHANGED = r"its data or definition changed at|its data changed on the nodes holding its shards"
+
+
+def leak_asof(conn: sa.Connection, where: str, delta, params: dict | None = None) -> int:
+    """Make the snapshots matching ``where`` have features as of ``delta`` after their t0 (a
+    t0 leak); returns how many. The new times are computed here and written as constants,
+    as Citus refuses an UPDATE that applies a STABLE function (timestamptz + interval) to a column.
+    """
+    rows = conn.execute(
+        sa.text(f"SELECT listing_id, t0 FROM ml.socio_market_snapshots WHERE {where}"), params or {}
+    ).all()
+    conn.execute(
+        sa.text("UPDATE ml.socio_market_snapshots SET feature_asof_ts = :a WHERE listing_id = :l AND t0 = :t"),
+        [{"a": t0 + delta, "l": lid, "t": t0} for lid, t0 in rows],
+    )
+    return len(rows)
+
+
 def citus_cluster():
     """The module ``scripts/citus_cluster.py`` (the local Citus cluster), imported from the checkout."""
     import importlib.util

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
+from conftest import CITUS_TARGET
 
 from modelkit import VALUES, fold_of
 from woe_core import bands, demo
@@ -142,7 +143,8 @@ def test_presentation_score(engine, n_photos, quality, lighting, background, exp
 
 
 def test_bands_view_uses_the_same_functions_end_to_end(engine):
-    """A row through ml.woe_anchor_bands_v1 (the function training and live scoring share)."""
+    """A row through the banding training and live scoring share: the inputs view with the two
+    parameterised bands applied (as Citus can plan it), and on one node also ml.woe_anchor_bands_v1."""
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -158,11 +160,28 @@ def test_bands_view_uses_the_same_functions_end_to_end(engine):
         )
         rows = (
             conn.execute(
-                sa.text("SELECT * FROM ml.woe_anchor_bands_v1(-0.15, -0.05, 0.05, 0.15, 0.4, 0.7) ORDER BY listing_id")
+                sa.text(
+                    "SELECT i.*, ml.woe_band_dsold(i.delta_vs_sold_median_30d, -0.15, -0.05, 0.05, 0.15) AS dsold_band, "
+                    "ml.woe_band_present(i.presentation_score, 0.4, 0.7) AS presentation_band "
+                    "FROM ml.v_woe_anchor_band_inputs_v1 AS i ORDER BY listing_id"
+                )
             )
             .mappings()
             .all()
         )
+        if not CITUS_TARGET:  # the set-returning function Citus cannot plan gives the same rows
+            function_rows = (
+                conn.execute(
+                    sa.text(
+                        "SELECT * FROM ml.woe_anchor_bands_v1(-0.15, -0.05, 0.05, 0.15, 0.4, 0.7) ORDER BY listing_id"
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            assert [dict(f) for f in function_rows] == [
+                {k: r[k] for k in f} for r, f in zip(rows, function_rows, strict=True)
+            ]
     first, second = rows
     assert [
         first[k]

@@ -1,5 +1,8 @@
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
+from conftest import leak_asof
 from sqlalchemy.exc import DBAPIError
 
 from woe_core import certify
@@ -87,13 +90,7 @@ def _first_row(conn):
 
 def _leak(conn):
     lid, t0 = _first_row(conn)
-    conn.execute(
-        sa.text(
-            "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 hour' "
-            "WHERE listing_id = :l AND t0 = :t"
-        ),
-        {"l": lid, "t": t0},
-    )
+    leak_asof(conn, "listing_id = :l AND t0 = :t", timedelta(hours=1), {"l": lid, "t": t0})
 
 
 def _duplicate(conn):
@@ -156,12 +153,10 @@ def test_bad_data_is_recorded_as_a_failed_certification_naming_the_check(demo_en
 
 def test_t0_leak_counts_exactly_the_leaking_rows(demo_engine):
     with demo_engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 second' "
-                "WHERE listing_id IN (SELECT DISTINCT listing_id FROM ml.socio_market_snapshots "
-                "ORDER BY listing_id LIMIT 3)"
-            )
+        leak_asof(
+            conn,
+            "listing_id IN (SELECT DISTINCT listing_id FROM ml.socio_market_snapshots ORDER BY listing_id LIMIT 3)",
+            timedelta(seconds=1),
         )
         expected = conn.execute(
             sa.text("SELECT count(*) FROM ml.socio_market_snapshots WHERE feature_asof_ts > t0")

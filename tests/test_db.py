@@ -1,11 +1,13 @@
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import leak_asof
 
 from woe_core import db, demo
 from woe_core.errors import DatabaseConfigError, DatabaseUnavailable, InvalidParameter
@@ -146,12 +148,7 @@ def test_cli_unknown_scheme_is_reported():
 
 def test_cli_failed_certification_exits_1(demo_engine):
     with demo_engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE ml.socio_market_snapshots SET feature_asof_ts = t0 + interval '1 day' "
-                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
-            )
-        )
+        leak_asof(conn, "listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)", timedelta(days=1))
     out = _cli("certify", url=demo_engine.url.render_as_string(hide_password=False))
     assert out.returncode == 1 and "FAILED: t0_safe" in out.stdout
 

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import CITUS_TARGET
 
 from modelkit import BAND_COLUMNS, break_glass, handwritten_map, insert_model, reference_bands, sigmoid
 from woe_core import score
@@ -148,6 +149,7 @@ def _in_one_worker(conn) -> None:
     conn.execute(sa.text("SET parallel_leader_participation = off"))
 
 
+@pytest.mark.skipif(CITUS_TARGET, reason="a single-node plan; test_citus.py checks the distributed plan")
 def test_full_scoring_through_the_guard_is_parallel_safe(live):
     """Nothing in the guarded view (guard, packed map, banding) keeps its rows from being scored by workers."""
     engine, _ = live

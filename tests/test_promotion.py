@@ -7,6 +7,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from conftest import DATA_CHANGED
 from sqlalchemy.exc import DBAPIError
 
 from modelkit import VALUES, backdated_certification, break_glass, derived_model, handwritten_map, insert_model
@@ -230,7 +231,7 @@ REFUSALS = [
         True,
         "certification_fresh",
         CertificationRequired,
-        "is not certified: its data or definition changed at",
+        f"is not certified: ({DATA_CHANGED})",
     ),
 ]
 
@@ -505,7 +506,9 @@ def _start_uncommitted_promotion(engine, model_key):
 
 def _kill(engine, victim_engine, victim, pid) -> None:
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid}).scalar_one()
+        assert conn.execute(
+            sa.text("SELECT pg_terminate_backend(CAST(:p AS integer), CAST(10000 AS bigint))"), {"p": pid}
+        ).scalar_one()
     victim.invalidate()
     victim.close()
     victim_engine.dispose()
