@@ -505,10 +505,10 @@ def _order_statistics(
     """The r-th smallest TRAIN presentation score of each model m and r in ``wanted[m]`` (1-based,
     among the rows outside fold m; all rows for m = K), in PostgreSQL's float8 order.
 
-    Rather than sort every score, one scan counts the scores per fold in about √N
-    buckets of equal width over their finite range (``finite_range``), which locates
-    the bucket holding each wanted rank and the number of that model's scores below
-    it (``n_scores`` is the number of scores). A bucket whose scores are all equal gives its value; a bucket of at most
+    Rather than sort every score, one scan counts the ``n_scores`` scores per fold in
+    about √N buckets of equal width over their finite range (``finite_range``), which
+    locates the bucket holding each wanted rank and the number of that model's scores
+    below it. A bucket whose scores are all equal gives its value; a bucket of at most
     ``ORDER_STATISTIC_FETCH_LIMIT`` rows has its distinct values and their counts
     fetched (a second scan, one for all such buckets), and is ranked here; a bigger
     one (scores crowded into a sliver of the range) is split the same way again. The
