@@ -33,6 +33,16 @@ CITUS_TARGET = os.environ.get("WOE_TEST_TARGET", "").lower() == "citus"
 DATA_CHANGED = r"its data or definition changed at|its data changed on the nodes holding its shards"
 
 
+def change_first_listing(conn: sa.Connection) -> None:
+    """A write to certified data: flip ``ships`` on every snapshot of the lowest listing id."""
+    conn.execute(
+        sa.text(
+            "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
+            "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+        )
+    )
+
+
 def leak_asof(conn: sa.Connection, where: str, delta, params: dict | None = None) -> int:
     """Make the snapshots matching ``where`` have features as of ``delta`` after their t0 (a
     t0 leak); returns how many. The new times are computed here and written as constants,

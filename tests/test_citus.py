@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import CITUS_TARGET, DEMO_LISTINGS, citus_cluster
+from conftest import CITUS_TARGET, DEMO_LISTINGS, change_first_listing, citus_cluster
 from sqlalchemy.exc import DBAPIError
 
 from woe_core import certify, cli, db, demo, distribute, migrations, promote, score, train
@@ -294,12 +294,7 @@ def test_certification_status_reports_a_write_made_on_a_worker(citus_engine):
     assert certify.certify(citus_engine, "t").passed
     assert certify.status(citus_engine).fresh
     with citus_engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
-                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
-            )
-        )
+        change_first_listing(conn)
         changed_at = conn.execute(sa.text("SELECT changed_at FROM audit.dataset_changes")).scalar_one()
     now = certify.status(citus_engine)
     assert now.data_changed_at == changed_at <= now.latest.certified_at  # the coordinator's stamp did not move

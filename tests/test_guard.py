@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import CITUS_TARGET, DATA_CHANGED, leak_asof
+from conftest import CITUS_TARGET, DATA_CHANGED, change_first_listing, leak_asof
 from sqlalchemy.exc import DBAPIError
 
 from modelkit import backdated_certification, handwritten_map, insert_model
@@ -61,12 +61,7 @@ def test_data_changed_after_certification_is_refused(with_model):
     certify.certify(with_model, "t")
     assert _guarded_count(with_model) > 0
     with with_model.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
-                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
-            )
-        )
+        change_first_listing(conn)
     assert re.search(DATA_CHANGED, _refusal(with_model))
     certify.certify(with_model, "t")
     assert _guarded_count(with_model) > 0

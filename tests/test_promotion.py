@@ -7,7 +7,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from conftest import DATA_CHANGED
+from conftest import DATA_CHANGED, change_first_listing
 from sqlalchemy.exc import DBAPIError
 
 from modelkit import VALUES, backdated_certification, break_glass, derived_model, handwritten_map, insert_model
@@ -149,12 +149,7 @@ def _record_certification(engine, age: str, passed: bool = True):
 def _data_changed(engine):
     add_candidates(engine, key(1))
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE ml.socio_market_snapshots SET ships = NOT ships "
-                "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
-            )
-        )
+        change_first_listing(conn)
 
 
 REFUSALS = [

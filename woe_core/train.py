@@ -486,12 +486,14 @@ _WHOLE_BUCKET = (
     "CASE WHEN v = '-Infinity' THEN -1 WHEN v = 'Infinity' THEN :nb + 1 WHEN v = 'NaN' THEN :nb + 2 "
     "ELSE width_bucket(v, CAST(:th AS float8[])) END"
 )
+# The scores of a window ({where}) with their bucket ({bucket}): per bucket and fold, the count and
+# value range; and the distinct values of the buckets :targets.
+_BUCKETED = "SELECT fold, v, {bucket} AS b FROM (" + _SCORES + ") AS s {where}"
 _HISTOGRAM_SQL = (
-    "SELECT b, fold, count(*) AS n, min(v) AS lo, max(v) AS hi "
-    "FROM (SELECT fold, v, {bucket} AS b FROM ({scores}) AS s {where}) AS h GROUP BY b, fold"
+    "SELECT b, fold, count(*) AS n, min(v) AS lo, max(v) AS hi FROM (" + _BUCKETED + ") AS h GROUP BY b, fold"
 )
 _VALUES_SQL = (
-    "SELECT b, fold, v, count(*) AS n FROM (SELECT fold, v, {bucket} AS b FROM ({scores}) AS s {where}) AS h "
+    "SELECT b, fold, v, count(*) AS n FROM (" + _BUCKETED + ") AS h "
     "WHERE b = ANY(CAST(:targets AS integer[])) GROUP BY b, fold, v"
 )
 # A bucket of at most this many rows has its distinct values fetched; a bigger one is split again.
@@ -532,20 +534,19 @@ def _order_statistics(
         n_buckets = min(4096, max(16, math.isqrt(n_rows)))
         if bounds is None:
             lo, hi = finite_range if finite_range is not None else (0.0, 0.0)
-            params: dict = {"nb": 0, "th": []}
             where, bucket = "", _WHOLE_BUCKET
         else:
             lo, hi = bounds
-            params = {"lo": lo, "hi": hi}
             where, bucket = "WHERE v >= :lo AND v <= :hi", "width_bucket(v, CAST(:th AS float8[]))"
         thresholds = sorted({float(x) for x in np.linspace(lo, hi, n_buckets)} | {lo})
-        params["th"], params["nb"] = thresholds, len(thresholds)
-        special = {-1, len(thresholds) + 1, len(thresholds) + 2} if bounds is None else set()
+        params = {"lo": lo, "hi": hi, "th": thresholds, "nb": len(thresholds)}
+        # the value of each bucket of a non-finite score (whole range only)
+        special = (
+            {-1: -math.inf, len(thresholds) + 1: math.inf, len(thresholds) + 2: math.nan} if bounds is None else {}
+        )
         per_bucket: dict[int, dict[int, int]] = {}
         value_range: dict[int, tuple[float, float]] = {}
-        for b, fold, n, b_lo, b_hi in conn.execute(
-            sa.text(_HISTOGRAM_SQL.format(bucket=bucket, scores=_SCORES, where=where)), params
-        ):
+        for b, fold, n, b_lo, b_hi in conn.execute(sa.text(_HISTOGRAM_SQL.format(bucket=bucket, where=where)), params):
             per_bucket.setdefault(b, {})[fold] = n
             if b not in special:
                 old = value_range.get(b, (b_lo, b_hi))
@@ -563,8 +564,7 @@ def _order_statistics(
             else:
                 raise TrainingError(f"model {m} has fewer than {r} presentation scores")
             if b in special:
-                lo_b = {-1: -math.inf, len(thresholds) + 1: math.inf}.get(b, math.nan)
-                found[(m, r)] = lo_b
+                found[(m, r)] = special[b]
             elif value_range[b][0] == value_range[b][1]:
                 found[(m, r)] = value_range[b][0]
             elif sum(per_bucket[b].values()) <= ORDER_STATISTIC_FETCH_LIMIT or rounds >= ORDER_STATISTIC_MAX_ROUNDS:
@@ -575,7 +575,7 @@ def _order_statistics(
         if fetch:
             values: dict[int, list[tuple[float, int, int]]] = {}
             for b, fold, v, n in conn.execute(
-                sa.text(_VALUES_SQL.format(bucket=bucket, scores=_SCORES, where=where)),
+                sa.text(_VALUES_SQL.format(bucket=bucket, where=where)),
                 {**params, "targets": sorted(fetch)},
             ):
                 values.setdefault(b, []).append((v, fold, n))
