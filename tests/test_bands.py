@@ -237,6 +237,61 @@ def test_bands_view_uses_the_same_functions_end_to_end(engine):
         "acc_missing",
     ]
     assert second["presentation_score"] is None
+    # The view's slot columns are the slots of its band values.
+    with engine.connect() as conn:
+        for row in rows:
+            for band, column, _ in bands.BANDS:
+                if band in ("dsold", "present"):  # parameterised: slots from ml.woe_slot_of_<band>, below
+                    continue
+                slot = conn.execute(sa.text(f"SELECT ml.woe_slot_{band}(:v)"), {"v": row[column]}).scalar_one()
+                assert row[f"{band}_slot"] == slot, (row["listing_id"], band)
+
+
+# Each band's slot function of the inputs against its band function: the same inputs
+# give the slot (ml.woe_slot_<band>) of the band value.
+SLOT_CALLS = [
+    (
+        "dsold",
+        "ml.woe_band_dsold({x}, -0.15, -0.05, 0.05, 0.15)",
+        "ml.woe_slot_of_dsold({x}, -0.15, -0.05, 0.05, 0.15)",
+        "float8",
+        DSOLD,
+    ),
+    ("trust", "ml.woe_band_trust({x})", "ml.woe_slot_of_trust({x})", "text", TRUST),
+    ("ship", "ml.woe_band_ship({x})", "ml.woe_slot_of_ship({x})", "boolean", SHIP),
+    ("sale", "ml.woe_band_sale({x})", "ml.woe_slot_of_sale({x})", "boolean", SALE),
+    ("cond", "ml.woe_band_cond({x})", "ml.woe_slot_of_cond({x})", "text", COND),
+    ("dmg", "ml.woe_band_prob3('dmg_ai', {x})", "ml.woe_slot_of_dmg({x})", "float8", PROB),
+    ("bat", "ml.woe_band_bat({x})", "ml.woe_slot_of_bat({x})", "smallint", BAT),
+    ("present", "ml.woe_band_present({x}, 0.4, 0.7)", "ml.woe_slot_of_present({x}, 0.4, 0.7)", "float8", PRESENT),
+    ("vdmg", "ml.woe_band_prob3('vdmg', {x})", "ml.woe_slot_of_vdmg({x})", "float8", PROB),
+]
+
+
+@pytest.mark.parametrize(
+    ("band", "band_call", "slot_call", "sql_type", "table"), SLOT_CALLS, ids=[c[0] for c in SLOT_CALLS]
+)
+def test_slot_of_the_inputs_is_the_slot_of_the_band_value(engine, band, band_call, slot_call, sql_type, table):
+    x = f"CAST(:x AS {sql_type})"
+    with engine.connect() as conn:
+        for value, _ in table:
+            text, slot = conn.execute(
+                sa.text(f"SELECT {band_call.format(x=x)}, {slot_call.format(x=x)}"), {"x": value}
+            ).one()
+            expected = conn.execute(sa.text(f"SELECT ml.woe_slot_{band}(:v)"), {"v": text}).scalar_one()
+            assert (slot, expected is not None) == (expected, True), (band, value, text)
+
+
+@pytest.mark.parametrize(("flags", "band"), ACC)
+def test_slot_of_the_accessories(engine, flags, band):
+    row, box, charger = flags
+    args = "CAST(:r AS boolean), CAST(:b AS boolean), CAST(:c AS boolean)"
+    with engine.connect() as conn:
+        slot = conn.execute(
+            sa.text(f"SELECT ml.woe_slot_of_acc({args})"), {"r": row, "b": box, "c": charger}
+        ).scalar_one()
+        expected = conn.execute(sa.text("SELECT ml.woe_slot_acc(:v)"), {"v": band}).scalar_one()
+    assert expected is not None and slot == expected
 
 
 def test_fold_function_matches_the_reference_and_keeps_listings_together(engine):

@@ -1,8 +1,8 @@
 """Training (docs/model.md): one call turns the certified feature stores into a candidate model.
 
 Row-level work runs in PostgreSQL: rows are banded by the same SQL as live
-scoring (``ml.v_woe_anchor_band_inputs_v1`` with ``ml.woe_band_dsold`` and
-``ml.woe_band_present`` applied with this model's thresholds and each fold's cuts),
+scoring (the slots of ``ml.v_woe_anchor_band_inputs_v1``, with ``ml.woe_slot_of_dsold``
+and ``ml.woe_slot_of_present`` applied with this model's thresholds and each fold's cuts),
 labelled, weighted and aggregated into weighted sums per (model, fold, band, value,
 label) there; Python computes the WOE from that small table (``woe_math``),
 PostgreSQL scores the OOF rows with the fold maps and computes the metrics from
@@ -166,9 +166,14 @@ _LABEL = "ml.woe_slow21(b.t0, b.sold_at, {asof})"
 # Band columns other than the presentation band, which depends on each model's cuts.
 _FIXED_BANDS = [(name, col) for name, col, _ in BANDS if name != "present"]
 
-# Each fixed band is kept as its slot in ml.woe_anchor_band_values_v1 (a smallint,
-# from the same SQL banding), which groups and indexes faster than text.
-_SLOTS = ",\n           ".join(f"ml.woe_slot_{name}(b.{col})::smallint AS s_{name}" for name, col in _FIXED_BANDS)
+# Each fixed band is kept as its slot in ml.woe_anchor_band_values_v1 (a smallint), which
+# groups and indexes faster than text: the inputs view's <band>_slot columns, and dsold's
+# slot under this training's thresholds (the functions the score views use).
+_SLOTS = ",\n           ".join(
+    ("ml.woe_slot_of_dsold(b.delta_vs_sold_median_30d, :t1, :t2, :t3, :t4)" if name == "dsold" else f"b.{name}_slot")
+    + f"::smallint AS s_{name}"
+    for name, _ in _FIXED_BANDS
+)
 
 _BUILD_ROWS = f"""
 CREATE TEMP TABLE _woe_rows ON COMMIT DROP AS
@@ -181,8 +186,7 @@ SELECT * FROM (
            CASE WHEN b.t0 < :cutoff THEN ml.woe_weight(b.t0, :cutoff, :h) ELSE 1.0 END AS w,
            {_SLOTS},
            b.presentation_score
-      FROM (SELECT i.*, ml.woe_band_dsold(i.delta_vs_sold_median_30d, :t1, :t2, :t3, :t4) AS dsold_band
-              FROM ml.v_woe_anchor_band_inputs_v1 AS i) AS b
+      FROM ml.v_woe_anchor_band_inputs_v1 AS b
 ) AS labelled
 WHERE y IS NOT NULL
 """
@@ -247,7 +251,7 @@ def _logit_sql() -> str:
     """The logit of a row ``r`` of _woe_rows under the packed model ``p`` (fixed bands by slot,
     the presentation band re-banded with the model's own cuts by the live SQL)."""
     terms = " + ".join(f"coalesce(p.woe[r.s_{name}], 0)" for name, _ in _FIXED_BANDS)
-    terms += " + coalesce(p.woe[ml.woe_slot_present(ml.woe_band_present(r.presentation_score, p.c1, p.c2))], 0)"
+    terms += " + coalesce(p.woe[ml.woe_slot_of_present(r.presentation_score, p.c1, p.c2)], 0)"
     return f"p.base_logit + {terms}"
 
 
