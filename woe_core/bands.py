@@ -1,8 +1,9 @@
 """The band schema (docs/model.md) as Python sees it.
 
-Banding itself is SQL only (the ``ml.woe_band_*`` functions of ``sql/V0004``,
-assembled per snapshot by ``ml.v_woe_anchor_band_inputs_v1`` in ``sql/V0013``); this module holds the names the rest of the package
-and the app refer to. The fold of a listing is ``ml.woe_fold`` in SQL alone.
+Banding itself is SQL only: each band's rule is ``ml.woe_pos_<band>`` (``sql/V0014``), its
+value ``ml.woe_band_<band>`` and its slot ``ml.woe_slot_of_<band>``, applied per snapshot by
+``ml.v_woe_anchor_band_inputs_v1``; this module holds the names the rest of the package and
+the app refer to. The fold of a listing is ``ml.woe_fold`` in SQL alone.
 """
 
 from __future__ import annotations
