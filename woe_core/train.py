@@ -164,7 +164,7 @@ class TrainResult:
 _LABEL = "ml.woe_slow21(b.t0, b.sold_at, {asof})"
 
 # Band columns other than the presentation band, which depends on each model's cuts.
-_FIXED_BANDS = [(name, col) for name, col, _ in BANDS if name != "present"]
+_FIXED_BANDS = [name for name, _, _ in BANDS if name != "present"]
 
 # Each fixed band is kept as its slot in ml.woe_anchor_band_values_v1 (a smallint), which
 # groups and indexes faster than text: the inputs view's <band>_slot columns, and dsold's
@@ -172,7 +172,7 @@ _FIXED_BANDS = [(name, col) for name, col, _ in BANDS if name != "present"]
 _SLOTS = ",\n           ".join(
     ("ml.woe_slot_of_dsold(b.delta_vs_sold_median_30d, :t1, :t2, :t3, :t4)" if name == "dsold" else f"b.{name}_slot")
     + f"::smallint AS s_{name}"
-    for name, _ in _FIXED_BANDS
+    for name in _FIXED_BANDS
 )
 
 _BUILD_ROWS = f"""
@@ -216,9 +216,9 @@ def _sums_sql() -> str:
     banded per model afterwards (``_BUCKET_BANDS_SQL``). ``OFFSET 0`` keeps the bucket
     computed once per row.
     """
-    first = [f"s_{name}" for name, _ in _FIXED_BANDS[:5]]
-    second = [f"s_{name}" for name, _ in _FIXED_BANDS[5:]] + ["bucket"]
-    slots = [f"s_{name}" for name, _ in _FIXED_BANDS]
+    first = [f"s_{name}" for name in _FIXED_BANDS[:5]]
+    second = [f"s_{name}" for name in _FIXED_BANDS[5:]] + ["bucket"]
+    slots = [f"s_{name}" for name in _FIXED_BANDS]
     keys = "is_train, fold, y"
     sets = ", ".join(f"({keys}, {c})" for c in [*slots, "bucket"])
     return f"""
@@ -250,7 +250,7 @@ SELECT c.model, j.bucket,
 def _logit_sql() -> str:
     """The logit of a row ``r`` of _woe_rows under the packed model ``p`` (fixed bands by slot,
     the presentation band re-banded with the model's own cuts by the live SQL)."""
-    terms = " + ".join(f"coalesce(p.woe[r.s_{name}], 0)" for name, _ in _FIXED_BANDS)
+    terms = " + ".join(f"coalesce(p.woe[r.s_{name}], 0)" for name in _FIXED_BANDS)
     terms += " + coalesce(p.woe[ml.woe_slot_of_present(r.presentation_score, p.c1, p.c2)], 0)"
     return f"p.base_logit + {terms}"
 
@@ -441,7 +441,7 @@ def _band_sums(conn: Connection, cuts: pd.DataFrame, k: int) -> pd.DataFrame:
     for EVAL rows. Values no row has are left out.
     """
     slots = _band_slots(conn)
-    value_of = {slot: (band, value) for band, _ in _FIXED_BANDS for slot, value in slots[band].items()}
+    value_of = {slot: (band, value) for band in _FIXED_BANDS for slot, value in slots[band].items()}
     bounds = sorted({float(x) for x in cuts["c1"]} | {float(x) for x in cuts["c2"]})
     long = conn.execute(sa.text(_sums_sql()), {"bounds": bounds}).all()
     bands_of_bucket: dict[int, list[tuple[int, str]]] = {}
