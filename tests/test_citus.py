@@ -29,6 +29,7 @@ ENABLE = (
 )
 STORES = ("ml.socio_market_snapshots", "ml.iphone_image_features")
 SCORES = "ml.woe_anchor_scores_v1"
+COUNTERS = distribute.COUNTERS
 DATASET = certify.ENTRYPOINT
 CITUS_TEMPLATE = "woe_citus_template"
 
@@ -141,13 +142,16 @@ def test_the_cluster_has_a_coordinator_and_two_active_workers(citus_engine):
 
 @needs_cluster
 def test_distribute_lays_out_stores_co_located_and_scores_by_listing_id(citus_template, citus_engine):
-    assert sorted(citus_template.distributed) == sorted([*STORES, SCORES])
+    assert sorted(citus_template.distributed) == sorted([*STORES, COUNTERS, SCORES])
     assert citus_template.dropped_foreign_keys == [f"{SCORES}.woe_anchor_scores_v1_model_key_fkey"]
     layout = {row["table_name"]: row for row in distribute.layout(citus_engine)}
-    assert set(layout) == {*STORES, SCORES}  # the governance tables stay local to the coordinator
+    assert set(layout) == {*STORES, COUNTERS, SCORES}  # the governance tables stay local to the coordinator
     assert {row["kind"] for row in layout.values()} == {"distributed"}
-    # The stores share one co-location group; the scores have their own (woe_core.distribute says why).
-    assert layout[STORES[0]]["colocationid"] == layout[STORES[1]]["colocationid"] != layout[SCORES]["colocationid"]
+    # The stores and their change counters share one co-location group; the scores have their own
+    # (woe_core.distribute says why).
+    stores_group = layout[STORES[0]]["colocationid"]
+    assert layout[STORES[1]]["colocationid"] == layout[COUNTERS]["colocationid"] == stores_group
+    assert layout[SCORES]["colocationid"] != stores_group
     with citus_engine.connect() as conn:
         columns = conn.execute(
             sa.text(
@@ -155,7 +159,7 @@ def test_distribute_lays_out_stores_co_located_and_scores_by_listing_id(citus_te
                 "FROM pg_dist_partition"
             )
         ).all()
-        assert {c[1] for c in columns} == {"listing_id"}
+        assert {c[1] for c in columns if c[0] != COUNTERS} == {"listing_id"}
         # Shards on both workers; the i-th shard of each store on the same node (co-location), and the
         # scores spread the same way (same shard count and hash ranges).
         placements = conn.execute(
@@ -177,8 +181,33 @@ def test_distribute_lays_out_stores_co_located_and_scores_by_listing_id(citus_te
     for t, lo, port in placements:
         by_table.setdefault(t, {})[lo] = port
     assert {p for p in by_table[SCORES].values()} == {ports["worker1"], ports["worker2"]}
-    assert by_table[STORES[0]] == by_table[STORES[1]] == by_table[SCORES]
+    assert by_table[STORES[0]] == by_table[STORES[1]] == by_table[COUNTERS] == by_table[SCORES]
     assert local_tables >= 15  # registry, cuts, maps, certifications, promotions, ... on the coordinator
+
+
+@needs_cluster
+def test_every_function_of_the_project_is_a_distributed_object(citus_engine):
+    """Citus creates its distributed objects on a node added later: every ml and audit function must be one,
+    including those reached only from other functions' SQL bodies (ml.woe_pos_*), which PostgreSQL records
+    no dependency on."""
+    with citus_engine.connect() as conn:
+        missing = (
+            conn.execute(
+                sa.text(
+                    "SELECT p.oid::regprocedure::text FROM pg_proc AS p "
+                    "WHERE p.pronamespace IN ('ml'::regnamespace, 'audit'::regnamespace) AND NOT EXISTS "
+                    "(SELECT FROM pg_dist_object AS o WHERE o.classid = 'pg_proc'::regclass AND o.objid = p.oid) "
+                    "ORDER BY 1"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        pos = conn.execute(
+            sa.text("SELECT count(*) FROM pg_proc WHERE pronamespace = 'ml'::regnamespace AND proname LIKE 'woe_pos_%'")
+        ).scalar_one()
+    assert missing == []
+    assert pos == 9
 
 
 @needs_cluster
@@ -204,7 +233,7 @@ def test_distribute_turns_a_loaded_database_into_the_layout(citus_template):
         before = certify.certify(engine, "before")
         assert before.passed, before.summary()
         result = distribute.distribute(engine)
-        assert sorted(result.distributed) == sorted([*STORES, SCORES])
+        assert sorted(result.distributed) == sorted([*STORES, COUNTERS, SCORES])
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT count(*) FROM ml.socio_market_snapshots")).scalar_one()
         assert rows == before.row_count
@@ -310,8 +339,9 @@ def test_a_stopped_worker_makes_the_guard_refuse_until_it_returns(citus_engine):
     cluster = citus_cluster()
     cluster.stop_node("worker2")
     try:
-        with pytest.raises(CertificationRequired, match="worker 127.0.0.1:[0-9]+ cannot report its changes"):
+        with pytest.raises(CertificationRequired, match="cannot report its changes") as refused:
             _guard(citus_engine)
+        assert f"127.0.0.1:{cluster.ports()['worker2']}" in str(refused.value)
     finally:
         cluster.start_node("worker2")
     _guard(citus_engine)
@@ -342,13 +372,90 @@ def test_a_write_between_certification_and_guard_on_one_shard_is_seen(citus_engi
         _guard(citus_engine)
 
 
+@needs_cluster
+def test_a_write_is_counted_in_the_co_located_counter_shard_on_the_same_node(citus_engine):
+    """The change trigger on a store shard counts in the counter shard with the same hash range, on that node."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    with citus_engine.connect() as conn:
+        lid = conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one()
+        store_shard = conn.execute(
+            sa.text("SELECT get_shard_id_for_distribution_column(:t, CAST(:l AS bigint))"), {"t": STORES[0], "l": lid}
+        ).scalar_one()
+        before = dict(
+            conn.execute(
+                sa.text("SELECT shard, changes FROM audit.dataset_shard_counts WHERE dataset = :d"), {"d": DATASET}
+            ).all()
+        )
+    with citus_engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = CAST(:l AS bigint)"),
+            {"l": lid},
+        )
+    with citus_engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT shard_key, shard, changes FROM audit.dataset_shard_counts WHERE dataset = :d"),
+            {"d": DATASET},
+        ).all()
+        moved = [r for r in rows if r.changes != before.get(r.shard, 0)]
+        assert [(r.shard, r.changes) for r in moved] == [
+            (f"ml.socio_market_snapshots_{store_shard}", before.get(f"ml.socio_market_snapshots_{store_shard}", 0) + 1)
+        ]
+        # The row sits in the counter shard with the store shard's hash range, on the same node.
+        same = conn.execute(
+            sa.text(
+                "SELECT s.shardminvalue = k.shardminvalue, sp.groupid = kp.groupid "
+                "FROM pg_dist_shard AS s JOIN pg_dist_placement AS sp ON sp.shardid = s.shardid, "
+                "pg_dist_shard AS k JOIN pg_dist_placement AS kp ON kp.shardid = k.shardid "
+                "WHERE s.shardid = :s AND k.shardid = :k"
+            ),
+            {"s": store_shard, "k": moved[0].shard_key},
+        ).one()
+        assert tuple(same) == (True, True)
+
+
+@needs_cluster
+def test_a_transaction_sees_its_own_write_through_the_guard(citus_engine):
+    """The guard reads the counters over the transaction's own connections: its own uncommitted write counts."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    with citus_engine.connect() as conn, conn.begin():
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = ANY(ARRAY[:l])"),
+            {"l": conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one()},
+        )
+        with pytest.raises(DBAPIError, match="changed on the nodes holding its shards"):
+            conn.execute(sa.text("SELECT audit.require_certified_strict(:d, interval '1 day')"), {"d": DATASET})
+    _guard(citus_engine)  # rolled back: nothing changed
+
+
+@needs_cluster
+def test_counters_left_local_on_a_distributed_database_make_the_guard_refuse(citus_engine):
+    """A database distributed before the counters were (an upgrade): refused until distribute runs again."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    with citus_engine.begin() as conn:
+        conn.execute(sa.text("SELECT undistribute_table(:t)"), {"t": COUNTERS})
+    with pytest.raises(CertificationRequired, match="change counters .* are not") as refused:
+        _guard(citus_engine)
+    assert "woe_core distribute" in str(refused.value)
+    assert distribute.distribute(citus_engine).distributed == [COUNTERS]
+    with pytest.raises(CertificationRequired):  # the counts start again: the old marks do not match
+        _guard(citus_engine)
+    assert certify.certify(citus_engine, "t").passed
+    _guard(citus_engine)
+
+
 def test_single_node_guard_records_no_node_marks(plain_engine):
     """On a server without Citus the marks are empty and the guard asks no other node."""
     demo.load_demo(plain_engine, DEMO_LISTINGS, seed=3)
     assert certify.certify(plain_engine, "t").passed
     with plain_engine.connect() as conn:
         marks = conn.execute(sa.text("SELECT marks FROM audit.certification_node_marks")).scalars().all()
-        shard_rows = conn.execute(sa.text("SELECT count(*) FROM audit.dataset_shard_changes")).scalar_one()
+        shard_rows = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM audit.dataset_shard_changes) + count(*) FROM audit.dataset_shard_counts"
+            )
+        ).scalar_one()
     assert marks == [{}] and shard_rows == 0
     _guard(plain_engine)
     with plain_engine.begin() as conn:

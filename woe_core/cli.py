@@ -97,7 +97,7 @@ def cmd_distribute(args: argparse.Namespace) -> int:
     if result.worker_markers:
         _say("created the shard change counters on workers " + ", ".join(result.worker_markers))
     for table in result.distributed:
-        _say(f"distributed {table} by listing_id")
+        _say(f"distributed {table} by {distribute.distribution_column(table)}")
     for grant in result.granted:
         _say(f"granted {grant} (Citus runs shard queries as the session's user)")
     if not result.changed:

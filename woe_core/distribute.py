@@ -33,8 +33,12 @@ What ``distribute`` changes besides the layout:
   behind it: Citus sends the workers queries on the shards, run as the session's user,
   where one node would read them with the view owner's rights;
 * change tracking: the tables' change triggers are created on every shard (with
-  ``citus.enable_unsafe_triggers``) and fire on the workers, so every worker gets its own
-  ``audit.dataset_shard_changes`` counters (sql/V0011; docs/citus.md says how the guard uses them).
+  ``citus.enable_unsafe_triggers``) and fire on the workers, where they count in
+  ``audit.dataset_shard_counts``, distributed co-located with the stores so that every
+  store shard's counter is on its node (sql/V0015; docs/citus.md says how the guard reads
+  them). Every worker also gets V0011's node-local ``audit.dataset_shard_changes``, used
+  only while ``create_distributed_table`` copies existing rows into shards its metadata
+  does not list yet.
 
 Each step runs in its own transaction: a run that fails part-way (a worker down) leaves
 the steps done so far, and running it again finishes the rest. Running it on a database
@@ -54,6 +58,9 @@ from .errors import CitusRequired
 
 DATASET = "ml.woe_anchor_feature_store_t0_v1_v"
 SCORES = "ml.woe_anchor_scores_v1"
+# The change counters, one row per store shard in the co-located counter shard (sql/V0015).
+COUNTERS = "audit.dataset_shard_counts"
+COUNTER_KEY = "shard_key"
 DISTRIBUTION_COLUMN = "listing_id"
 
 # The change counters a worker keeps for the shards it holds (sql/V0011: same table as on the coordinator).
@@ -63,7 +70,7 @@ WORKER_MARKERS_DDL = (
 )
 # The functions the change triggers run on the workers: Citus copies a trigger's own function with it,
 # not the functions that one calls.
-WORKER_FUNCTIONS = ("audit.is_citus_shard(oid)", "audit.note_dataset_change()")
+WORKER_FUNCTIONS = ("audit.is_citus_shard(oid)", "audit.shard_counter_of(oid)", "audit.note_dataset_change()")
 
 
 @dataclass
@@ -78,6 +85,11 @@ class DistributeResult:
     @property
     def changed(self) -> bool:
         return bool(self.distributed or self.dropped_foreign_keys or self.worker_markers or self.granted)
+
+
+def distribution_column(table: str) -> str:
+    """The column ``table`` is distributed by in the layout."""
+    return COUNTER_KEY if table == COUNTERS else DISTRIBUTION_COLUMN
 
 
 def citus_version(conn: sa.Connection) -> str | None:
@@ -214,7 +226,9 @@ def distribute(engine: Engine) -> DistributeResult:
         ):
             conn.execute(sa.text(f"ALTER FUNCTION {guard} PARALLEL RESTRICTED"))
     anchor = tables[0]
-    for table in tables:
+    # The counters right after the first store, co-located with it; the other stores join
+    # that group, so their shards count in the same counter shards.
+    for table in [anchor, COUNTERS, *tables[1:]]:
         with engine.begin() as conn:
             if table in _distributed(conn):
                 continue
@@ -224,7 +238,7 @@ def distribute(engine: Engine) -> DistributeResult:
             colocate = "default" if table == anchor else "none" if table == SCORES else anchor
             conn.execute(
                 sa.text("SELECT create_distributed_table(CAST(:t AS regclass), :c, colocate_with => :w)"),
-                {"t": table, "c": DISTRIBUTION_COLUMN, "w": colocate},
+                {"t": table, "c": distribution_column(table), "w": colocate},
             )
         result.distributed.append(table)
     result.granted = _grant_source_reads(engine, tables[:-1])
