@@ -236,7 +236,16 @@ def _one_connection_per_node(raw) -> None:
 @pytest.fixture
 def login(engine):
     """Factory: ``login(group, *more)`` creates a LOGIN role in those groups and returns an engine connected as it."""
-    owner = engine
+    yield from _logins(engine)
+
+
+@pytest.fixture
+def login_on_empty(empty_engine):
+    """``login``, on the database of ``empty_engine`` (migrated by the test itself)."""
+    yield from _logins(empty_engine)
+
+
+def _logins(owner: sa.Engine):
     with owner.connect() as conn:
         may_create = conn.execute(
             sa.text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")

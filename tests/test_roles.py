@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from conftest import CITUS_TARGET, DATA_CHANGED, change_first_listing
+from conftest import CITUS_TARGET, DATA_CHANGED, DEMO_LISTINGS, change_first_listing
 from psycopg import sql
 from sqlalchemy.exc import DBAPIError
 
 from modelkit import derived_model, handwritten_map, insert_model
-from woe_core import certify, promote, registry, train
+from woe_core import certify, demo, migrations, promote, registry, train
 from woe_core.errors import CertificationRequired
 
 GROUPS = ("woe_reader", "woe_trainer", "woe_certifier", "woe_promoter")
@@ -292,3 +292,45 @@ def test_nobody_but_the_owner_can_switch_is_active_by_hand(live, login):
     assert registry.active_model_key(live) == KEY_B
     assert len(promote.history(live)) == 1
     assert scalar(live, "SELECT count(*) FROM audit.break_glass_log WHERE reason = 'let me'") == 1
+
+
+def test_every_pure_function_is_granted_to_public_explicitly(engine):
+    """The grant does not rest on PostgreSQL's default EXECUTE for PUBLIC (which a server may revoke)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT p.oid::regprocedure::text, p.proacl IS NOT NULL AND EXISTS "
+                "(SELECT FROM aclexplode(p.proacl) AS a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') "
+                "FROM pg_proc AS p WHERE p.pronamespace = 'ml'::regnamespace AND p.provolatile = 'i' ORDER BY 1"
+            )
+        ).all()
+    assert len(rows) >= 40  # the band, position, slot and scoring functions
+    assert [name for name, granted in rows if not granted] == []
+
+
+@pytest.mark.skipif(CITUS_TARGET, reason="migrates a database of its own with changed default privileges")
+def test_readers_and_trainers_work_where_functions_are_not_executable_by_default(empty_engine, login_on_empty):
+    """On a server whose default privileges revoke EXECUTE from PUBLIC, migrations still give the roles
+    every function the live views and training call."""
+    with empty_engine.begin() as conn:
+        conn.execute(sa.text("ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC"))
+    migrations.migrate(empty_engine)
+    with empty_engine.connect() as conn:
+        assert not conn.execute(  # the revocation took: functions outside the grant are not executable by all
+            sa.text(
+                "SELECT has_function_privilege('public', 'ml.woe_slow21(timestamptz, timestamptz, timestamptz)', 'EXECUTE')"
+            )
+        ).scalar_one()
+    demo.load_demo(empty_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(empty_engine, "owner").passed
+    trainer, promoter, reader = (
+        login_on_empty("woe_trainer"),
+        login_on_empty("woe_promoter"),
+        login_on_empty("woe_reader"),
+    )
+    key = train.train(
+        trainer, train.TrainParams(train.default_cutoff(*train.data_window(trainer)[:2])), "trainer-bot"
+    ).model_key
+    promote.promote(promoter, key, "dana", "first trained model")
+    snapshots = scalar(empty_engine, "SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")
+    assert scalar(reader, "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v") == snapshots
