@@ -15,6 +15,7 @@ T = (-0.15, -0.05, 0.05, 0.15)
 DSOLD = [
     (None, "dSold_missing"),
     (math.nan, "dSold_missing"),
+    (-math.inf, "dSold_under"),
     (-0.5, "dSold_under"),
     (-0.15, "dSold_low"),
     (-0.1, "dSold_low"),
@@ -24,6 +25,7 @@ DSOLD = [
     (0.149, "dSold_high"),
     (0.15, "dSold_over"),
     (3.0, "dSold_over"),
+    (math.inf, "dSold_over"),
 ]
 TRUST = [
     ("HIGH", "HIGH"),
@@ -48,12 +50,14 @@ COND = [
 PROB = [
     (None, "missing"),
     (math.nan, "missing"),
+    (-math.inf, "lo"),
     (0.0, "lo"),
     (0.1999, "lo"),
     (0.2, "mid"),
     (0.4999, "mid"),
     (0.5, "hi"),
     (1.0, "hi"),
+    (math.inf, "hi"),
 ]
 BAT = [
     (None, "bat_missing"),
@@ -67,12 +71,14 @@ BAT = [
 PRESENT = [
     (None, "present_missing"),
     (math.nan, "present_missing"),
+    (-math.inf, "present_lo"),
     (0.0, "present_lo"),
     (0.3999, "present_lo"),
     (0.4, "present_mid"),
     (0.6999, "present_mid"),
     (0.7, "present_hi"),
     (1.0, "present_hi"),
+    (math.inf, "present_hi"),
 ]
 ACC = [  # (has_image_row, has_box, has_charger)
     ((False, None, None), "acc_missing"),
