@@ -7,26 +7,30 @@
 -- lookup cost 30-60 ms there against under 1 ms on one node.
 --
 -- Here the counts live in audit.dataset_shard_counts, which `woe distribute` distributes
--- co-located with the stores: every store shard has a counter shard on the same node.
--- A change trigger firing on a store shard adds 1 to its row in that co-located counter
--- shard, a plain local write on the node holding both (no distributed query runs inside
--- a shard's statement). The guard reads the counts with one ordinary distributed query,
--- over Citus' cached connections, and groups them by the node holding each counter
--- shard, so the marks keep V0011's form ({"host:port": total}). A node that cannot
--- answer makes the query fail, and the guard refuses (WC001), as before.
+-- first, in a co-location group the stores then join: every store shard has a counter
+-- shard on the same node. A change trigger firing on a store shard adds 1 to its row in
+-- that co-located counter shard, a plain local write on the node holding both (no
+-- distributed query runs inside a shard's statement); a shard without one has its write
+-- refused. The guard checks that every distributed table of the dataset is co-located
+-- with the counters, reads the counts with one ordinary distributed query over Citus'
+-- cached connections, and sums them by the node that counted them, so the marks keep
+-- V0011's form ({"host:port": total}). A node that cannot answer makes the
+-- query fail, and the guard refuses (WC001), as before.
 --
 -- What else changes:
--- * a counter row's shard_key is the id of the counter shard that holds it (what the
---   marks are grouped by), not a value hashing into that shard: the table is only ever
---   read whole, never by key;
+-- * counts only go up, for every role including the owner, on the coordinator and on
+--   every counter shard (lowering one after a write would make the marks match again);
+-- * a counter row records the Citus group of the node that counted it (node_group, from
+--   pg_dist_local_group), which the marks are summed by; its shard_key is the id of the
+--   counter shard it was written to, not a value hashing into that shard: the table is
+--   only ever read whole, never by key;
 -- * a transaction that wrote a store now sees its own counts through the guard (the
 --   same connections), where V0011 asked over separate ones;
--- * counter shards move and split with the stores' shards (one co-location group);
 -- * on a server without Citus the table stays empty and the guard never reads it;
 -- * a database distributed before this migration has its stores distributed but not
---   the counters: the guard refuses (WC001) until `woe distribute` has run again, and
---   certifications made before count in the old form, so the dataset needs a new
---   certification afterwards. Nothing is served unchecked in between.
+--   the counters: the guard refuses (WC001), and writes to the stores' shards are
+--   refused, until `woe distribute` has run again; certifications made before count in
+--   the old form, so the dataset needs a new certification afterwards.
 -- V0011's node-local table stays, for the one moment a shard is not yet in Citus'
 -- metadata on its node (while create_distributed_table copies existing rows into it);
 -- the guard no longer reads it.
@@ -45,17 +49,43 @@ BEGIN
 END $$;
 
 CREATE TABLE audit.dataset_shard_counts (
-    shard_key  bigint NOT NULL,
-    dataset    text NOT NULL,
-    shard      text NOT NULL,
-    changes    bigint NOT NULL,
+    shard_key   bigint NOT NULL,
+    dataset     text NOT NULL,
+    shard       text NOT NULL,
+    node_group  integer NOT NULL,
+    changes     bigint NOT NULL,
     PRIMARY KEY (shard_key, dataset, shard)
 );
 COMMENT ON TABLE audit.dataset_shard_counts IS
     'On Citus, distributed co-located with the stores: per store shard, how many writing statements it has seen, '
-    'kept in the counter shard on the same node (shard_key = that counter shard''s id). Only ever counts up. '
+    'kept in the counter shard on the same node (shard_key = that counter shard''s id; node_group = the Citus group '
+    'of the node that counted). Only ever counts up. '
     'Empty on a server without Citus.';
 REVOKE ALL ON audit.dataset_shard_counts FROM PUBLIC;
+
+-- Counts only go up, for every role including the owner, on every node: a row keeps its
+-- key and never loses changes, and no row is deleted or truncated. (Lowering a count after
+-- a write would make the marks match a certification again.) Distributed with
+-- citus.enable_unsafe_triggers, these triggers are on every counter shard too, so a
+-- statement sent to a worker directly is refused there as well.
+CREATE FUNCTION audit.counts_only_up() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.shard_key IS DISTINCT FROM OLD.shard_key OR NEW.dataset IS DISTINCT FROM OLD.dataset
+       OR NEW.shard IS DISTINCT FROM OLD.shard OR NEW.node_group IS DISTINCT FROM OLD.node_group
+       OR NEW.changes < OLD.changes THEN
+        RAISE EXCEPTION '% only counts up: a row keeps its key and its changes never decrease (% to %)',
+            TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, OLD.changes, NEW.changes
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER dataset_shard_counts_only_up BEFORE UPDATE ON audit.dataset_shard_counts
+    FOR EACH ROW EXECUTE FUNCTION audit.counts_only_up();
+CREATE TRIGGER dataset_shard_counts_keep BEFORE DELETE OR TRUNCATE ON audit.dataset_shard_counts
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.forbid_rewrite();
+ALTER TABLE audit.dataset_shard_counts ENABLE ALWAYS TRIGGER dataset_shard_counts_only_up;
+ALTER TABLE audit.dataset_shard_counts ENABLE ALWAYS TRIGGER dataset_shard_counts_keep;
 
 -- The co-located counter shard of store shard p_rel on this node, as a qualified name
 -- (NULL when p_rel is not a shard Citus' metadata here knows, when the counters are not
@@ -93,7 +123,8 @@ REVOKE EXECUTE ON FUNCTION audit.shard_counter_of(oid) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION audit.note_dataset_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    counter text;
+    counter    text;
+    node_group integer;
 BEGIN
     -- The coordinator, or one node: a statement on the table itself stamps the dataset.
     IF to_regclass('audit.dataset_changes') IS NOT NULL AND NOT audit.is_citus_shard(TG_RELID) THEN
@@ -105,9 +136,18 @@ BEGIN
     -- A shard: count in its co-located counter shard, on this node.
     counter := audit.shard_counter_of(TG_RELID);
     IF counter IS NOT NULL THEN
-        EXECUTE format('INSERT INTO %s AS c (shard_key, dataset, shard, changes) VALUES ($1, $2, $3, 1) '
+        EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO node_group;
+        EXECUTE format('INSERT INTO %s AS c (shard_key, dataset, shard, node_group, changes) VALUES ($1, $2, $3, $4, 1) '
                        'ON CONFLICT (shard_key, dataset, shard) DO UPDATE SET changes = c.changes + 1', counter)
-            USING substring(counter from '_([0-9]+)$')::bigint, TG_ARGV[0], TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+            USING substring(counter from '_([0-9]+)$')::bigint, TG_ARGV[0], TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+                  node_group;
+    ELSIF audit.is_citus_shard(TG_RELID) THEN
+        -- A shard whose write could not be counted where the guard looks: refuse the write.
+        RAISE EXCEPTION 'a write to % cannot be counted: this node has no change counter shard co-located with it',
+            TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The dataset''s tables must be co-located with audit.dataset_shard_counts: '
+                         'python -m woe_core distribute on the coordinator.';
     ELSE
         -- Not yet in this node's metadata (create_distributed_table copying rows into it).
         INSERT INTO audit.dataset_shard_changes AS c (dataset, shard, changes)
@@ -118,41 +158,48 @@ BEGIN
 END $$;
 
 -- Every node's total of shard changes for p_dataset, as {"host:port": total}; {} on a
--- server without Citus or without distributed tables. Raises WC001 when the counters are
--- not distributed while tables are (run woe distribute), or when a node cannot answer.
+-- server without Citus or when none of the dataset's tables is distributed. Raises WC001
+-- when one of them is not co-located with the counters (run woe distribute), or when a
+-- node cannot answer.
 CREATE OR REPLACE FUNCTION audit.node_change_marks(p_dataset text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    marks    jsonb;
-    laid_out boolean;
-    counted  boolean;
-    r        record;
-    shards   bigint[] := '{}';
-    counts   bigint[] := '{}';
+    marks       jsonb;
+    distributed bigint;
+    apart       bigint;
+    r           record;
+    groups      integer[] := '{}';
+    counts      bigint[] := '{}';
 BEGIN
     IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
         RETURN '{}';
     END IF;
-    EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition),
-                    EXISTS (SELECT FROM pg_catalog.pg_dist_partition
-                             WHERE logicalrelid = ''audit.dataset_shard_counts''::regclass)'
-        INTO laid_out, counted;
-    IF NOT laid_out THEN
+    -- The dataset's distributed tables (those its change triggers are on), and how many of
+    -- them are not co-located with the counters (all, when the counters are not distributed).
+    EXECUTE 'SELECT count(*), count(*) FILTER (WHERE k.colocationid IS DISTINCT FROM p.colocationid)
+               FROM (SELECT DISTINCT t.tgrelid FROM pg_catalog.pg_trigger AS t
+                      WHERE t.tgfoid = ''audit.note_dataset_change()''::regprocedure
+                        AND t.tgargs = convert_to($1, ''UTF8'') || ''\x00''::bytea) AS s
+               JOIN pg_catalog.pg_dist_partition AS p ON p.logicalrelid = s.tgrelid
+               LEFT JOIN pg_catalog.pg_dist_partition AS k
+                      ON k.logicalrelid = ''audit.dataset_shard_counts''::regclass'
+        INTO distributed, apart USING p_dataset;
+    IF distributed = 0 THEN
         RETURN '{}';
     END IF;
-    IF NOT counted THEN
-        RAISE EXCEPTION 'dataset % is not certified: its tables are distributed but its change counters '
-                        '(audit.dataset_shard_counts) are not, so writes on the nodes holding its shards '
-                        'cannot be seen', p_dataset
+    IF apart > 0 THEN
+        RAISE EXCEPTION 'dataset % is not certified: % of its distributed tables are not co-located with its change '
+                        'counters (audit.dataset_shard_counts), so writes on the nodes holding their shards '
+                        'cannot be seen', p_dataset, apart
             USING ERRCODE = 'WC001',
                   HINT = 'Run python -m woe_core distribute, then certify again: python -m woe_core certify';
     END IF;
     -- The counter rows (one distributed query; a row per store shard), then their sums by
-    -- the node holding each counter shard (Citus' local metadata).
+    -- the node that counted them, named from Citus' local metadata.
     BEGIN
-        FOR r IN EXECUTE 'SELECT shard_key, changes FROM audit.dataset_shard_counts WHERE dataset = $1'
+        FOR r IN EXECUTE 'SELECT node_group, changes FROM audit.dataset_shard_counts WHERE dataset = $1'
             USING p_dataset LOOP
-            shards := shards || r.shard_key;
+            groups := groups || r.node_group;
             counts := counts || r.changes;
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
@@ -163,12 +210,12 @@ BEGIN
                          'python -m woe_core distribute';
     END;
     EXECUTE 'SELECT coalesce(jsonb_object_agg(t.node, t.total::text), ''{}'')
-               FROM (SELECT nd.nodename || '':'' || nd.nodeport AS node, sum(u.changes) AS total
-                       FROM unnest($1, $2) AS u (shard_key, changes)
-                       JOIN pg_catalog.pg_dist_placement AS p ON p.shardid = u.shard_key
-                       JOIN pg_catalog.pg_dist_node AS nd ON nd.groupid = p.groupid
-                      GROUP BY 1) AS t'
-        INTO marks USING shards, counts;
+               FROM (SELECT coalesce(min(nd.nodename || '':'' || nd.nodeport), ''group '' || u.node_group) AS node,
+                            sum(u.changes) AS total
+                       FROM unnest($1, $2) AS u (node_group, changes)
+                       LEFT JOIN pg_catalog.pg_dist_node AS nd ON nd.groupid = u.node_group AND nd.noderole = ''primary''
+                      GROUP BY u.node_group) AS t'
+        INTO marks USING groups, counts;
     RETURN marks;
 END $$;
 REVOKE EXECUTE ON FUNCTION audit.node_change_marks(text) FROM PUBLIC;

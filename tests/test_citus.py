@@ -393,22 +393,23 @@ def test_a_write_is_counted_in_the_co_located_counter_shard_on_the_same_node(cit
         )
     with citus_engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT shard_key, shard, changes FROM audit.dataset_shard_counts WHERE dataset = :d"),
+            sa.text("SELECT shard_key, shard, node_group, changes FROM audit.dataset_shard_counts WHERE dataset = :d"),
             {"d": DATASET},
         ).all()
         moved = [r for r in rows if r.changes != before.get(r.shard, 0)]
         assert [(r.shard, r.changes) for r in moved] == [
             (f"ml.socio_market_snapshots_{store_shard}", before.get(f"ml.socio_market_snapshots_{store_shard}", 0) + 1)
         ]
-        # The row sits in the counter shard with the store shard's hash range, on the same node.
+        # The row sits in the counter shard with the store shard's hash range, on the same node, and
+        # names that node's group.
         same = conn.execute(
             sa.text(
-                "SELECT s.shardminvalue = k.shardminvalue, sp.groupid = kp.groupid "
+                "SELECT s.shardminvalue = k.shardminvalue, sp.groupid = kp.groupid AND kp.groupid = :g "
                 "FROM pg_dist_shard AS s JOIN pg_dist_placement AS sp ON sp.shardid = s.shardid, "
                 "pg_dist_shard AS k JOIN pg_dist_placement AS kp ON kp.shardid = k.shardid "
                 "WHERE s.shardid = :s AND k.shardid = :k"
             ),
-            {"s": store_shard, "k": moved[0].shard_key},
+            {"s": store_shard, "k": moved[0].shard_key, "g": moved[0].node_group},
         ).one()
         assert tuple(same) == (True, True)
 
@@ -430,19 +431,77 @@ def test_a_transaction_sees_its_own_write_through_the_guard(citus_engine):
 
 @needs_cluster
 def test_counters_left_local_on_a_distributed_database_make_the_guard_refuse(citus_engine):
-    """A database distributed before the counters were (an upgrade): refused until distribute runs again."""
+    """Stores distributed, counters not (as after upgrading a database distributed before V0015): the guard
+    refuses and writes to the stores are refused, until distribute runs again."""
     demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
     assert certify.certify(citus_engine, "t").passed
     with citus_engine.begin() as conn:
         conn.execute(sa.text("SELECT undistribute_table(:t)"), {"t": COUNTERS})
-    with pytest.raises(CertificationRequired, match="change counters .* are not") as refused:
+    with pytest.raises(CertificationRequired, match="2 of its distributed tables are not co-located") as refused:
         _guard(citus_engine)
     assert "woe_core distribute" in str(refused.value)
+    with pytest.raises(DBAPIError, match="cannot be counted"), citus_engine.begin() as conn:
+        change_first_listing(conn)  # a write no counter shard would see is refused
     assert distribute.distribute(citus_engine).distributed == [COUNTERS]
-    with pytest.raises(CertificationRequired):  # the counts start again: the old marks do not match
+    _guard(citus_engine)  # the counts kept their nodes, and no write got through meanwhile
+    with citus_engine.begin() as conn:
+        change_first_listing(conn)
+    with pytest.raises(CertificationRequired, match="changed on the nodes holding its shards"):
         _guard(citus_engine)
+
+
+@needs_cluster
+def test_a_store_moved_out_of_the_counters_group_is_refused_and_cannot_be_written(citus_engine):
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
     assert certify.certify(citus_engine, "t").passed
-    _guard(citus_engine)
+    with citus_engine.begin() as conn:
+        conn.execute(
+            sa.text("SELECT update_distributed_table_colocation(:t, colocate_with => 'none')"), {"t": STORES[1]}
+        )
+    with pytest.raises(CertificationRequired, match="1 of its distributed tables are not co-located"):
+        _guard(citus_engine)
+    with pytest.raises(DBAPIError, match="cannot be counted"), citus_engine.begin() as conn:
+        conn.execute(
+            sa.text(f"DELETE FROM {STORES[1]} WHERE listing_id = ANY(ARRAY[(SELECT min(listing_id) FROM {STORES[1]})])")
+        )
+
+
+@needs_cluster
+@pytest.mark.parametrize(
+    "rewind",
+    [
+        "UPDATE {t} SET changes = changes - 1",
+        "UPDATE {t} SET changes = 0",
+        "UPDATE {t} SET shard = shard || '_x'",
+        "DELETE FROM {t}",
+        "TRUNCATE {t}",
+    ],
+)
+def test_nobody_can_rewind_the_change_counts(citus_engine, rewind):
+    """Lowering a count after a write would make the marks match the certification again: refused for the
+    owner, through the coordinator and on the worker holding the counter shard alike."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    with pytest.raises(DBAPIError, match="only counts up|not allowed"), citus_engine.begin() as conn:
+        conn.execute(sa.text(rewind.format(t=COUNTERS)))
+    with citus_engine.connect() as conn:
+        shard = conn.execute(sa.text(f"SELECT min(shard_key) FROM {COUNTERS}")).scalar_one()
+        node = conn.execute(
+            sa.text(
+                "SELECT n.nodeport FROM pg_dist_placement AS p JOIN pg_dist_node AS n USING (groupid) "
+                "WHERE p.shardid = :s"
+            ),
+            {"s": shard},
+        ).scalar_one()
+    worker = sa.create_engine(
+        citus_engine.url.set(port=node), poolclass=sa.pool.NullPool
+    )  # the same database on the worker holding it
+    try:
+        with pytest.raises(DBAPIError, match="only counts up|not allowed"), worker.begin() as conn:
+            # Citus refuses changes to a shard made directly unless this is on; the triggers refuse them anyway.
+            conn.execute(sa.text("SET LOCAL citus.enable_manual_changes_to_shards = on"))
+            conn.execute(sa.text(rewind.format(t=f"{COUNTERS}_{shard}")))
+    finally:
+        worker.dispose()
 
 
 def test_single_node_guard_records_no_node_marks(plain_engine):

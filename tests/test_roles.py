@@ -323,14 +323,17 @@ def test_readers_and_trainers_work_where_functions_are_not_executable_by_default
         ).scalar_one()
     demo.load_demo(empty_engine, DEMO_LISTINGS, seed=3)
     assert certify.certify(empty_engine, "owner").passed
-    trainer, promoter, reader = (
-        login_on_empty("woe_trainer"),
-        login_on_empty("woe_promoter"),
-        login_on_empty("woe_reader"),
-    )
-    key = train.train(
-        trainer, train.TrainParams(train.default_cutoff(*train.data_window(trainer)[:2])), "trainer-bot"
-    ).model_key
-    promote.promote(promoter, key, "dana", "first trained model")
+    params = train.TrainParams(train.default_cutoff(*train.data_window(empty_engine)[:2]))
+    promote.promote(empty_engine, train.train(empty_engine, params, "owner").model_key, "owner", "first model")
+    reader, trainer = login_on_empty("woe_reader"), login_on_empty("woe_trainer")
+    # The reader's columns call the banding, slot and sigmoid functions (a count(*) would call none).
+    with reader.connect() as conn:
+        scored = conn.execute(
+            sa.text(
+                "SELECT count(woe_anchor_p_slow21), count(DISTINCT dsold_band), count(DISTINCT presentation_band) "
+                "FROM ml.woe_anchor_scores_live_train_v"
+            )
+        ).one()
     snapshots = scalar(empty_engine, "SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")
-    assert scalar(reader, "SELECT count(*) FROM ml.woe_anchor_scores_live_train_v") == snapshots
+    assert scored[0] == snapshots and scored[1] > 1 and scored[2] > 1
+    assert train.train(trainer, params, "trainer-bot").model_key

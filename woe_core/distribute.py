@@ -70,7 +70,13 @@ WORKER_MARKERS_DDL = (
 )
 # The functions the change triggers run on the workers: Citus copies a trigger's own function with it,
 # not the functions that one calls.
-WORKER_FUNCTIONS = ("audit.is_citus_shard(oid)", "audit.shard_counter_of(oid)", "audit.note_dataset_change()")
+WORKER_FUNCTIONS = (
+    "audit.is_citus_shard(oid)",
+    "audit.shard_counter_of(oid)",
+    "audit.note_dataset_change()",
+    "audit.counts_only_up()",
+    "audit.forbid_rewrite()",
+)
 
 
 @dataclass
@@ -225,23 +231,28 @@ def distribute(engine: Engine) -> DistributeResult:
             != "r"
         ):
             conn.execute(sa.text(f"ALTER FUNCTION {guard} PARALLEL RESTRICTED"))
-    anchor = tables[0]
-    # The counters right after the first store, co-located with it; the other stores join
-    # that group, so their shards count in the same counter shards.
-    for table in [anchor, COUNTERS, *tables[1:]]:
+    sources = tables[:-1]
+    # The counters first, in a co-location group of their own, and every store in theirs:
+    # from the moment a store's shards exist, each has its counter shard on its node. (A
+    # database distributed before the counters existed gets them in its stores' group.)
+    for table in [COUNTERS, *tables]:
         with engine.begin() as conn:
-            if table in _distributed(conn):
+            distributed = _distributed(conn)
+            if table in distributed:
                 continue
             # The change triggers (statement and row) go onto every shard; Citus refuses
             # tables with triggers unless this is on for the distributing transaction.
             conn.execute(sa.text("SET LOCAL citus.enable_unsafe_triggers = on"))
-            colocate = "default" if table == anchor else "none" if table == SCORES else anchor
+            if table == COUNTERS:
+                colocate = next((t for t in sources if t in distributed), "none")
+            else:
+                colocate = "none" if table == SCORES else COUNTERS
             conn.execute(
                 sa.text("SELECT create_distributed_table(CAST(:t AS regclass), :c, colocate_with => :w)"),
                 {"t": table, "c": distribution_column(table), "w": colocate},
             )
         result.distributed.append(table)
-    result.granted = _grant_source_reads(engine, tables[:-1])
+    result.granted = _grant_source_reads(engine, sources)
     return result
 
 
