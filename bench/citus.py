@@ -82,9 +82,11 @@ def measure(
     lookups: int,
     on_cluster: bool,
     equality_on_cluster: int = EQUALITY_LOOKUPS_ON_CLUSTER,
+    out: dict[str, float] | None = None,
 ) -> dict[str, float]:
+    """The steps' figures, added to ``out`` as each step ends (so a failed run keeps those measured)."""
     url = engine.url.render_as_string(hide_password=False)
-    out: dict[str, float] = {}
+    out = {} if out is None else out
     loaded = run_cli("--database-url", url, "demo", "--listings", str(listings_for(snapshots)), "--no-certify")
     out["generate + load (woe demo), s"] = loaded.wall_s
     cert = vacuum_and_certify(engine)
@@ -142,12 +144,21 @@ def main() -> int:
     t = time.perf_counter()
     name = "woe_bench_" + uuid.uuid4().hex[:8]
     engine = db.get_engine(cluster.create_database(name))
+    on_cluster: dict[str, float] = {}
+    failure = None
     try:
         migrations.migrate(engine)
         distribute.distribute(engine)
-        on_cluster = measure(
-            engine, args.snapshots, args.lookups, on_cluster=True, equality_on_cluster=args.equality_lookups
+        measure(
+            engine,
+            args.snapshots,
+            args.lookups,
+            on_cluster=True,
+            equality_on_cluster=args.equality_lookups,
+            out=on_cluster,
         )
+    except Exception as exc:  # the steps measured so far are still printed, then the failure
+        failure = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     finally:
         db.dispose_engine(engine)
         cluster.drop_database(name)
@@ -161,15 +172,19 @@ def main() -> int:
     )
     print(f"| step | single node, {one_node['snapshots']:,.0f} snapshots | cluster | cluster ÷ single |")
     print("|---|---|---|---|")
-    for step, value in on_cluster.items():
+    steps = [*one_node, *(step for step in on_cluster if step not in one_node)]
+    for step in steps:
         if step == "snapshots":
             continue
-        mine = one_node.get(step)
-        cells = [f"{v:,.2f}" if v < 100 else f"{v:,.0f}" for v in (mine, value) if v is not None]
-        if mine is None:
-            print(f"| {step} | – | {cells[0]} | – |")
-        else:
-            print(f"| {step} | {cells[0]} | {cells[1]} | {value / mine:.2f}× |")
+        mine, value = one_node.get(step), on_cluster.get(step)
+        mine_cell, value_cell = ("–" if v is None else f"{v:,.2f}" if v < 100 else f"{v:,.0f}" for v in (mine, value))
+        if value is None and failure is not None:
+            value_cell = "not measured (failed)"
+        ratio = f"{value / mine:.2f}×" if mine and value is not None else "–"
+        print(f"| {step} | {mine_cell} | {value_cell} | {ratio} |")
+    if failure is not None:
+        print(f"\nThe cluster run failed after the steps above: {failure}")
+        return 1
     return 0
 
 
