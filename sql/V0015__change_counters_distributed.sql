@@ -53,7 +53,7 @@ CREATE TABLE audit.dataset_shard_counts (
     dataset     text NOT NULL,
     shard       text NOT NULL,
     node_group  integer NOT NULL,
-    changes     bigint NOT NULL,
+    changes     bigint NOT NULL CHECK (changes > 0),
     PRIMARY KEY (shard_key, dataset, shard)
 );
 COMMENT ON TABLE audit.dataset_shard_counts IS
@@ -87,10 +87,36 @@ CREATE TRIGGER dataset_shard_counts_keep BEFORE DELETE OR TRUNCATE ON audit.data
 ALTER TABLE audit.dataset_shard_counts ENABLE ALWAYS TRIGGER dataset_shard_counts_only_up;
 ALTER TABLE audit.dataset_shard_counts ENABLE ALWAYS TRIGGER dataset_shard_counts_keep;
 
--- The co-located counter shard of store shard p_rel on this node, as a qualified name
--- (NULL when p_rel is not a shard Citus' metadata here knows, when the counters are not
--- distributed co-located with it, or when this node does not hold that counter shard).
-CREATE FUNCTION audit.shard_counter_of(p_rel oid) RETURNS text
+-- The Citus shard id of p_rel when this node's metadata (pg_dist_shard) lists p_rel as a
+-- shard, else NULL (no Citus, not a shard, or a shard not yet in this node's metadata).
+-- Found by name (the shard id ends a shard's name, also when Citus shortens a long one)
+-- and checked against Citus' shard_name(): Citus hides shards from queries on pg_class in
+-- sessions that are not its own (a login writing on a worker directly), so pg_class is
+-- never queried for them; regclass and to_regclass use the catalogue caches, which are
+-- not filtered.
+CREATE FUNCTION audit.citus_shard_id(p_rel oid) RETURNS bigint
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF to_regclass('pg_catalog.pg_dist_shard') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    id := substring(p_rel::regclass::text from '_([0-9]+)"?$')::bigint;
+    IF id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE 'SELECT s.shardid FROM pg_catalog.pg_dist_shard AS s
+              WHERE s.shardid = $1 AND to_regclass(shard_name(s.logicalrelid, s.shardid)) = $2'
+        INTO id USING id, p_rel;
+    RETURN id;
+END $$;
+REVOKE EXECUTE ON FUNCTION audit.citus_shard_id(oid) FROM PUBLIC;
+
+-- The co-located counter shard of store shard p_shard on this node, as a name to_regclass
+-- resolves (NULL when the counters are not distributed co-located with its table, or when
+-- this node does not hold that counter shard).
+CREATE FUNCTION audit.shard_counter_of(p_shard bigint) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     counter text;
@@ -98,56 +124,52 @@ BEGIN
     IF to_regclass('pg_catalog.pg_dist_shard') IS NULL OR to_regclass('audit.dataset_shard_counts') IS NULL THEN
         RETURN NULL;
     END IF;
-    EXECUTE 'SELECT format(''%I.%I'', n.nspname, k.relname || ''_'' || cs.shardid)
-               FROM pg_catalog.pg_class AS c
-               JOIN pg_catalog.pg_dist_shard AS s ON s.shardid::text = substring(c.relname from ''_([0-9]+)$'')
-               JOIN pg_catalog.pg_class AS l ON l.oid = s.logicalrelid
-                                            AND c.relname = l.relname || ''_'' || s.shardid
-                                            AND c.relnamespace = l.relnamespace
+    EXECUTE 'SELECT shard_name(cs.logicalrelid, cs.shardid)
+               FROM pg_catalog.pg_dist_shard AS s
                JOIN pg_catalog.pg_dist_partition AS lp ON lp.logicalrelid = s.logicalrelid
                JOIN pg_catalog.pg_dist_partition AS kp ON kp.logicalrelid = ''audit.dataset_shard_counts''::regclass
                                                       AND kp.colocationid = lp.colocationid
                JOIN pg_catalog.pg_dist_shard AS cs ON cs.logicalrelid = kp.logicalrelid
                                                   AND cs.shardminvalue = s.shardminvalue
-               JOIN pg_catalog.pg_class AS k ON k.oid = kp.logicalrelid
-               JOIN pg_catalog.pg_namespace AS n ON n.oid = k.relnamespace
-              WHERE c.oid = $1'
-        INTO counter USING p_rel;
+              WHERE s.shardid = $1'
+        INTO counter USING p_shard;
     IF counter IS NULL OR to_regclass(counter) IS NULL THEN
         RETURN NULL;
     END IF;
     RETURN counter;
 END $$;
-REVOKE EXECUTE ON FUNCTION audit.shard_counter_of(oid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION audit.shard_counter_of(bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION audit.note_dataset_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    shard_id   bigint;
     counter    text;
     node_group integer;
 BEGIN
+    shard_id := audit.citus_shard_id(TG_RELID);
     -- The coordinator, or one node: a statement on the table itself stamps the dataset.
-    IF to_regclass('audit.dataset_changes') IS NOT NULL AND NOT audit.is_citus_shard(TG_RELID) THEN
+    IF to_regclass('audit.dataset_changes') IS NOT NULL AND shard_id IS NULL THEN
         INSERT INTO audit.dataset_changes AS c (dataset, changed_at)
         VALUES (TG_ARGV[0], clock_timestamp())
         ON CONFLICT (dataset) DO UPDATE SET changed_at = greatest(c.changed_at, excluded.changed_at);
         RETURN NULL;
     END IF;
-    -- A shard: count in its co-located counter shard, on this node.
-    counter := audit.shard_counter_of(TG_RELID);
-    IF counter IS NOT NULL THEN
+    IF shard_id IS NOT NULL THEN
+        -- A shard: count in its co-located counter shard, on this node, or refuse the write.
+        counter := audit.shard_counter_of(shard_id);
+        IF counter IS NULL THEN
+            RAISE EXCEPTION 'a write to % cannot be counted: this node has no change counter shard co-located with it',
+                TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'The dataset''s tables must be co-located with audit.dataset_shard_counts: '
+                             'python -m woe_core distribute on the coordinator.';
+        END IF;
         EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO node_group;
         EXECUTE format('INSERT INTO %s AS c (shard_key, dataset, shard, node_group, changes) VALUES ($1, $2, $3, $4, 1) '
                        'ON CONFLICT (shard_key, dataset, shard) DO UPDATE SET changes = c.changes + 1', counter)
-            USING substring(counter from '_([0-9]+)$')::bigint, TG_ARGV[0], TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+            USING substring(counter from '_([0-9]+)"?$')::bigint, TG_ARGV[0], TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
                   node_group;
-    ELSIF audit.is_citus_shard(TG_RELID) THEN
-        -- A shard whose write could not be counted where the guard looks: refuse the write.
-        RAISE EXCEPTION 'a write to % cannot be counted: this node has no change counter shard co-located with it',
-            TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'The dataset''s tables must be co-located with audit.dataset_shard_counts: '
-                         'python -m woe_core distribute on the coordinator.';
     ELSE
         -- Not yet in this node's metadata (create_distributed_table copying rows into it).
         INSERT INTO audit.dataset_shard_changes AS c (dataset, shard, changes)

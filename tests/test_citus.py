@@ -415,6 +415,38 @@ def test_a_write_is_counted_in_the_co_located_counter_shard_on_the_same_node(cit
 
 
 @needs_cluster
+@pytest.mark.parametrize("through", ["table", "shard"])
+def test_a_write_made_on_a_worker_directly_is_counted(citus_engine, through):
+    """A login connected to a worker (Citus hides shards from its queries on pg_class) writing the store,
+    or its shard with Citus' guard rail off: the guard sees it."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    with citus_engine.connect() as conn:
+        lid = conn.execute(sa.text("SELECT min(listing_id) FROM ml.socio_market_snapshots")).scalar_one()
+        shard, node = conn.execute(
+            sa.text(
+                "SELECT s.shardid, n.nodeport FROM (SELECT get_shard_id_for_distribution_column(:t, CAST(:l AS bigint)) "
+                "AS shardid) AS s JOIN pg_dist_placement AS p ON p.shardid = s.shardid "
+                "JOIN pg_dist_node AS n ON n.groupid = p.groupid"
+            ),
+            {"t": STORES[0], "l": lid},
+        ).one()
+    worker = sa.create_engine(citus_engine.url.set(port=node), poolclass=sa.pool.NullPool)
+    target = STORES[0] if through == "table" else f"{STORES[0]}_{shard}"
+    try:
+        with worker.begin() as conn:
+            if through == "shard":
+                conn.execute(sa.text("SET LOCAL citus.enable_manual_changes_to_shards = on"))
+            conn.execute(
+                sa.text(f"UPDATE {target} SET ships = NOT ships WHERE listing_id = CAST(:l AS bigint)"), {"l": lid}
+            )
+    finally:
+        worker.dispose()
+    with pytest.raises(CertificationRequired, match="changed on the nodes holding its shards"):
+        _guard(citus_engine)
+
+
+@needs_cluster
 def test_a_transaction_sees_its_own_write_through_the_guard(citus_engine):
     """The guard reads the counters over the transaction's own connections: its own uncommitted write counts."""
     demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
@@ -475,13 +507,14 @@ def test_a_store_moved_out_of_the_counters_group_is_refused_and_cannot_be_writte
         "UPDATE {t} SET shard = shard || '_x'",
         "DELETE FROM {t}",
         "TRUNCATE {t}",
+        "INSERT INTO {t} (shard_key, dataset, shard, node_group, changes) VALUES (1, 'd', 'x', 0, -5)",
     ],
 )
 def test_nobody_can_rewind_the_change_counts(citus_engine, rewind):
     """Lowering a count after a write would make the marks match the certification again: refused for the
     owner, through the coordinator and on the worker holding the counter shard alike."""
     demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
-    with pytest.raises(DBAPIError, match="only counts up|not allowed"), citus_engine.begin() as conn:
+    with pytest.raises(DBAPIError, match="only counts up|not allowed|check constraint"), citus_engine.begin() as conn:
         conn.execute(sa.text(rewind.format(t=COUNTERS)))
     with citus_engine.connect() as conn:
         shard = conn.execute(sa.text(f"SELECT min(shard_key) FROM {COUNTERS}")).scalar_one()
@@ -496,7 +529,7 @@ def test_nobody_can_rewind_the_change_counts(citus_engine, rewind):
         citus_engine.url.set(port=node), poolclass=sa.pool.NullPool
     )  # the same database on the worker holding it
     try:
-        with pytest.raises(DBAPIError, match="only counts up|not allowed"), worker.begin() as conn:
+        with pytest.raises(DBAPIError, match="only counts up|not allowed|check constraint"), worker.begin() as conn:
             # Citus refuses changes to a shard made directly unless this is on; the triggers refuse them anyway.
             conn.execute(sa.text("SET LOCAL citus.enable_manual_changes_to_shards = on"))
             conn.execute(sa.text(rewind.format(t=f"{COUNTERS}_{shard}")))

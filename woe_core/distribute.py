@@ -71,8 +71,8 @@ WORKER_MARKERS_DDL = (
 # The functions the change triggers run on the workers: Citus copies a trigger's own function with it,
 # not the functions that one calls.
 WORKER_FUNCTIONS = (
-    "audit.is_citus_shard(oid)",
-    "audit.shard_counter_of(oid)",
+    "audit.citus_shard_id(oid)",
+    "audit.shard_counter_of(bigint)",
     "audit.note_dataset_change()",
     "audit.counts_only_up()",
     "audit.forbid_rewrite()",
