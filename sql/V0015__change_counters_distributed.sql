@@ -113,6 +113,9 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION audit.citus_shard_id(oid) FROM PUBLIC;
 
+-- V0011's test for a shard, which queried pg_class; its one caller is replaced below.
+DROP FUNCTION audit.is_citus_shard(oid);
+
 -- The co-located counter shard of store shard p_shard on this node, as a name to_regclass
 -- resolves (NULL when the counters are not distributed co-located with its table, or when
 -- this node does not hold that counter shard).
