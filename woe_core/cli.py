@@ -95,7 +95,10 @@ def cmd_distribute(args: argparse.Namespace) -> int:
     for fk in result.dropped_foreign_keys:
         _say(f"dropped foreign key {fk} (a distributed table may reference only distributed or reference tables)")
     if result.worker_markers:
-        _say("created the shard change counters on workers " + ", ".join(result.worker_markers))
+        _say(
+            "created the node-local change counters (used while rows are copied into new shards) on workers "
+            + ", ".join(result.worker_markers)
+        )
     for table in result.distributed:
         _say(f"distributed {table} by {distribute.distribution_column(table)}")
     for grant in result.granted:
