@@ -667,6 +667,53 @@ def test_full_scoring_runs_on_the_shards_and_the_guard_on_the_coordinator(citus_
     assert "One-Time Filter" in "\n".join(plan[tasks:]), text  # each shard query waits for the guard's result
 
 
+# 40,000 TRAIN snapshots whose features take few values: many rows to a cell of bands.
+_FEW_CELLS = (
+    """
+    INSERT INTO ml.socio_market_snapshots (listing_id, generation, t0, delta_vs_sold_median_30d, seller_trust_tier,
+                                           ships, negotiable, item_condition, dmg_ai_prob, battery_health_pct,
+                                           sold_at, feature_asof_ts)
+    SELECT g, 'iphone_13', timestamptz '2026-03-01' + (g % 60) * interval '1 day', (g % 7 - 3) / 20.0, 'HIGH',
+           g % 2 = 0, true, 'good', 0.1, 95::smallint,
+           CASE WHEN g % 3 = 0 THEN timestamptz '2026-03-03' + (g % 60) * interval '1 day' END,
+           timestamptz '2026-03-01' + (g % 60) * interval '1 day'
+      FROM generate_series(1, 40000) AS g
+    """,
+    """
+    INSERT INTO ml.iphone_image_features (listing_id, t0, n_photos, photo_quality, lighting, background_clean,
+                                          vision_damage_prob, has_box, has_charger)
+    SELECT g, timestamptz '2026-03-01' + (g % 60) * interval '1 day', 6::smallint, (g % 5) / 5.0, 0.5, 0.5, 0.1,
+           true, g % 4 = 0
+      FROM generate_series(1, 40000) AS g
+    """,
+)
+_DERIVE = "SELECT * FROM ml.woe_anchor_derive_v1('2026-08-01', 60, 1, -0.15, -0.05, 0.05, 0.15) ORDER BY 1, 2, 3"
+
+
+@needs_cluster
+def test_promotion_re_derives_the_model_from_sums_made_on_the_shards(citus_engine, plain_engine):
+    """The derive's row-level sums run per shard; only cells of bands reach the coordinator.
+
+    Under a 256 kB limit on intermediate results, gathering the 40,000 TRAIN rows (V0013's
+    form, which failed at 10M snapshots) is refused by Citus; the cells pass, and the
+    derived model equals the single node's.
+    """
+    derived = {}
+    for name, engine in (("cluster", citus_engine), ("single", plain_engine)):
+        with engine.begin() as conn:
+            for statement in _FEW_CELLS:
+                conn.execute(sa.text(statement))
+            if name == "cluster":
+                conn.execute(sa.text("SET LOCAL citus.max_intermediate_result_size = '256kB'"))
+            derived[name] = conn.execute(sa.text(_DERIVE)).all()
+    assert len(derived["cluster"]) == len(derived["single"])
+    assert next(r.n_pos for r in derived["single"] if r.item == "c1") == 40000  # every row TRAIN and labelled
+    assert len({r.band_name for r in derived["single"] if r.item == "map"}) == 10
+    for c, s in zip(derived["cluster"], derived["single"], strict=True):
+        assert (c.item, c.band_name, c.band_value, c.n_pos, c.n_neg) == (s.item, s.band_name, s.band_value, s.n_pos, s.n_neg)
+        assert _close(c.value, s.value) and _close(c.w_pos, s.w_pos) and _close(c.w_neg, s.w_neg), c
+
+
 @needs_cluster
 def test_the_guarded_view_refuses_after_a_change_on_a_worker(citus_engine):
     _trained_and_promoted(citus_engine, train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0, 1.0, 3))
