@@ -710,7 +710,8 @@ def test_promotion_re_derives_the_model_from_sums_made_on_the_shards(citus_engin
     assert next(r.n_pos for r in derived["single"] if r.item == "c1") == 40000  # every row TRAIN and labelled
     assert len({r.band_name for r in derived["single"] if r.item == "map"}) == 10
     for c, s in zip(derived["cluster"], derived["single"], strict=True):
-        assert (c.item, c.band_name, c.band_value, c.n_pos, c.n_neg) == (s.item, s.band_name, s.band_value, s.n_pos, s.n_neg)
+        key = ("item", "band_name", "band_value", "n_pos", "n_neg")
+        assert [getattr(c, k) for k in key] == [getattr(s, k) for k in key]
         assert _close(c.value, s.value) and _close(c.w_pos, s.w_pos) and _close(c.w_neg, s.w_neg), c
 
 
