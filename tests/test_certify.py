@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from conftest import leak_asof
 from sqlalchemy.exc import DBAPIError
 
-from woe_core import certify
+from woe_core import certify, train
 from woe_core.contract import check_contract
 from woe_core.errors import ContractError, InvalidParameter
 
@@ -50,6 +50,49 @@ def test_passing_certification_is_recorded_with_counts_hash_and_checks(demo_engi
     }
     assert all(c["passed"] for c in recorded["checks"])
     assert certify.status(demo_engine).fresh
+
+
+_RANGE_SCAN = "SELECT min(t0), max(t0), greatest(max(t0), max(sold_at)) FROM ml.socio_market_snapshots"
+
+
+def _sell_first_listing(conn, at) -> None:
+    conn.execute(
+        sa.text(
+            "UPDATE ml.socio_market_snapshots SET sold_at = :at "
+            "WHERE listing_id = (SELECT min(listing_id) FROM ml.socio_market_snapshots)"
+        ),
+        {"at": at},
+    )
+
+
+def test_certification_records_the_data_range_and_the_data_window_reads_it(demo_engine, monkeypatch):
+    with demo_engine.begin() as conn:  # the data ends with a sale two days after the newest t0
+        _sell_first_listing(
+            conn,
+            conn.execute(sa.text("SELECT max(t0) FROM ml.socio_market_snapshots")).scalar_one() + timedelta(days=2),
+        )
+        scanned = tuple(conn.execute(sa.text(_RANGE_SCAN)).one())
+    assert scanned[2] == scanned[1] + timedelta(days=2)
+    result = certify.certify(demo_engine, "alice")
+    assert (result.min_edited_date, result.max_edited_date, result.data_end) == scanned
+    assert train.data_window(demo_engine) == scanned
+
+    def no_scan(_conn):
+        raise AssertionError("the data window was read from the data, not from its certification")
+
+    monkeypatch.setattr(train, "_data_range", no_scan)
+    assert train.data_window(demo_engine) == scanned
+
+
+def test_the_data_window_is_read_from_the_data_once_it_changed_since_certification(demo_engine):
+    certify.certify(demo_engine, "alice")
+    certified = train.data_window(demo_engine)
+    later = certified[2] + timedelta(days=1)
+    with demo_engine.begin() as conn:  # a sale recorded after the certified data's end
+        _sell_first_listing(conn, later)
+    assert not certify.status(demo_engine).fresh
+    assert train.data_window(demo_engine) == (certified[0], certified[1], later)
+    assert certify.certify(demo_engine, "alice").data_end == later
 
 
 def test_hash_is_stable_and_independent_of_session_settings(demo_engine):

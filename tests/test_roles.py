@@ -118,6 +118,15 @@ def test_reader_reads_guarded_scores_and_nothing_else(live, login):
     assert info.value.orig.sqlstate == "WC001"
 
 
+def test_the_certified_time_range_is_for_logins_that_may_read_the_dataset(live, login):
+    statement = "SELECT count(*) FROM audit.certified_time_range('ml.woe_anchor_feature_store_t0_v1_v')"
+    for group in ("woe_reader", "woe_trainer", "woe_certifier"):
+        assert scalar(login(group), statement) == 1, group
+    denied(login(None), statement)  # no usage of schema audit
+    assert "may not read dataset" in denied(login("woe_promoter"), statement)  # audit's usage, not the data
+    assert "may not read dataset" in denied(login("woe_reader"), "SELECT * FROM audit.certified_time_range('ml.nope')")
+
+
 def test_trainer_writes_and_deletes_candidates_but_cannot_promote(live, login):
     trainer = login("woe_trainer")
     key = "tom_aft_v1_20260601_000003"

@@ -52,6 +52,11 @@ class Certification:
     dataset_sha256: str | None
     checks: list[CheckResult]
     duration_ms: float | None = None
+    # The certified rows' oldest and newest edited_date and their latest recorded time
+    # (audit.certifiable_datasets.end_columns); data_end is None before V0018.
+    min_edited_date: datetime | None = None
+    max_edited_date: datetime | None = None
+    data_end: datetime | None = None
 
     @property
     def failed_checks(self) -> list[CheckResult]:
@@ -141,12 +146,15 @@ def _from_row(r) -> Certification:
         r.dataset_sha256,
         checks,
         r.duration_ms,
+        r.min_edited_date,
+        r.max_edited_date,
+        r.data_end,
     )
 
 
 _SELECT_CERTS = """
     SELECT certification_id, dataset, certified_at, certified_by, passed, row_count, dataset_sha256,
-           checks, duration_ms, now() - certified_at AS age
+           checks, duration_ms, min_edited_date, max_edited_date, data_end, now() - certified_at AS age
       FROM audit.dataset_certifications
 """
 

@@ -256,9 +256,18 @@ def _logit_sql() -> str:
 
 
 def data_window(engine: Engine) -> tuple[datetime, datetime, datetime]:
-    """(oldest t0, newest t0, data end) of the certified entrypoint; the cutoff must lie in (oldest, newest]."""
+    """(oldest t0, newest t0, data end) of the certified entrypoint; the cutoff must lie in (oldest, newest].
+
+    While the guard passes, the data is the certified data, and its certification
+    recorded this range (``audit.certified_time_range``, ``V0018``): read there, in
+    constant time. Otherwise (never certified, changed since, expired, certified before
+    ``V0018``) read from the data.
+    """
     with engine.connect() as conn:
-        return _data_range(conn)
+        recorded = conn.execute(
+            sa.text("SELECT * FROM audit.certified_time_range(:d)"), {"d": ENTRYPOINT}
+        ).one_or_none()
+        return (recorded[0], recorded[1], recorded[2]) if recorded is not None else _data_range(conn)
 
 
 def default_cutoff(t_min: datetime, t_max: datetime) -> datetime:
