@@ -14,8 +14,9 @@
 --      data (125 thousand at a million snapshots);
 --   2. the cells are unpivoted into one row per (band, slot) and summed there, and
 --      each slot is named by the band values table.
--- One node uses the same SQL and is faster than before (the cells step runs in
--- parallel workers; GROUPING SETS did not). The results are those of V0013 within
+-- One node uses the same SQL, as fast as before (the cells step runs in parallel
+-- workers; GROUPING SETS did not), with 64 MB of work_mem for this function so that the
+-- cells are hashed in memory rather than sorted on disk. The results are those of V0013 within
 -- the provenance check's 1e-9 (sums of the same terms in another order), counts and
 -- cuts exactly. The percentile of the presentation score (an ordered-set aggregate)
 -- is unchanged; Citus gathers the TRAIN scores for it (8 bytes a row).
@@ -42,8 +43,9 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET work_mem = '64
 DECLARE
     q       double precision[];
     n_cut   bigint;
-    keys    text;
-    names   text;
+    keys     text;
+    bands    text;
+    slots    text;
     ordinals text;
 BEGIN
     SELECT percentile_cont(ARRAY[1::float8 / 3, 2::float8 / 3]) WITHIN GROUP (ORDER BY b.presentation_score),
@@ -58,15 +60,17 @@ BEGIN
     END IF;
     -- Every band of the schema by its slot: dsold under this call's thresholds and
     -- present under the cuts just derived (the functions the score views use), the
-    -- fixed bands from the inputs view's <band>_slot columns.
+    -- fixed bands from the inputs view's <band>_slot columns. A cell's columns are
+    -- named slot_<band>, apart from its own y, w and n.
     SELECT string_agg(format('%s AS %I', CASE v.band_name
                                  WHEN 'dsold' THEN 'ml.woe_slot_of_dsold(b.delta_vs_sold_median_30d, $3, $4, $5, $6)'
                                  WHEN 'present' THEN 'ml.woe_slot_of_present(b.presentation_score, $7, $8)'
-                                 ELSE format('b.%I', v.band_name || '_slot') END, v.band_name),
+                                 ELSE format('b.%I', v.band_name || '_slot') END, 'slot_' || v.band_name),
                       ', ' ORDER BY v.band_name),
-           string_agg(format('c.%I', v.band_name), ', ' ORDER BY v.band_name),
+           string_agg(quote_literal(v.band_name), ', ' ORDER BY v.band_name),
+           string_agg(format('c.%I', 'slot_' || v.band_name), ', ' ORDER BY v.band_name),
            string_agg(v.n::text, ', ' ORDER BY v.band_name)
-      INTO keys, names, ordinals
+      INTO keys, bands, slots, ordinals
       FROM (SELECT d.band_name, row_number() OVER (ORDER BY d.band_name) + 1 AS n
               FROM (SELECT DISTINCT bv.band_name FROM ml.woe_anchor_band_values_v1 AS bv
                      WHERE bv.band_schema_version = p_band_schema_version) AS d) AS v;
@@ -76,15 +80,20 @@ BEGIN
               FROM ml.v_woe_anchor_band_inputs_v1 AS b
              WHERE b.t0 < $1 AND ml.woe_slow21(b.t0, b.sold_at, $1) IS NOT NULL
              GROUP BY 1, %2$s),
+        -- Each slot named by the band values of its own band; a slot that is not one
+        -- of them stays, named as such, so that provenance reports it rather than
+        -- losing its rows.
         sums AS (
-            SELECT bv.band_name, bv.band_value,
+            SELECT s.band_name, coalesce(bv.band_value, format('no value of band schema %%s has slot %%s', $10, s.slot))
+                       AS band_value,
                    coalesce(sum(c.w) FILTER (WHERE c.y = 1), 0) AS w1, coalesce(sum(c.w) FILTER (WHERE c.y = 0), 0) AS w0,
                    coalesce(sum(c.n) FILTER (WHERE c.y = 1), 0)::bigint AS n1,
                    coalesce(sum(c.n) FILTER (WHERE c.y = 0), 0)::bigint AS n0
               FROM cells AS c
-             CROSS JOIN LATERAL unnest(ARRAY[%3$s]) AS s (slot)
-              JOIN ml.woe_anchor_band_values_v1 AS bv ON bv.band_schema_version = $10 AND bv.slot = s.slot
-             GROUP BY bv.band_name, bv.band_value),
+             CROSS JOIN LATERAL unnest(ARRAY[%3$s], ARRAY[%4$s]) AS s (band_name, slot)
+              LEFT JOIN ml.woe_anchor_band_values_v1 AS bv
+                     ON bv.band_schema_version = $10 AND bv.band_name = s.band_name AND bv.slot = s.slot
+             GROUP BY 1, 2),
         fit AS (SELECT t.p, CASE WHEN t.p > 0 AND t.p < 1 THEN ln(t.p / (1 - t.p)) END AS logit
                   FROM (SELECT sum(c.w) FILTER (WHERE c.y = 1) / nullif(sum(c.w), 0) AS p FROM cells AS c) AS t)
         SELECT 'base_rate', NULL::text, NULL::text, f.p, NULL::float8, NULL::float8, NULL::bigint, NULL::bigint
@@ -95,7 +104,7 @@ BEGIN
         SELECT 'map', s.band_name, s.band_value, ln((s.w1 + $9 * f.p) / (s.w0 + $9 * (1 - f.p))) - f.logit,
                s.w1, s.w0, s.n1, s.n0
           FROM sums AS s CROSS JOIN fit AS f
-        $q$, keys, ordinals, names)
+        $q$, keys, ordinals, bands, slots)
     USING p_cutoff, p_half_life, p_t1, p_t2, p_t3, p_t4, q[1], q[2], p_eps, p_band_schema_version;
 END $$;
 

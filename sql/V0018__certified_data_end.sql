@@ -70,8 +70,10 @@ BEGIN
     SELECT string_agg(format('d.%I AS k%s', k, i), ', ' ORDER BY i), string_agg(format('k%s', i), ', ' ORDER BY i)
       INTO key_cols, key_order
       FROM unnest(p_key_columns) WITH ORDINALITY AS u (k, i);
-    -- The latest time a row records: its edited_date or any of its end columns.
-    SELECT format('greatest(d.edited_date%s)', coalesce(string_agg(format(', d.%I', e), '' ORDER BY i), ''))
+    -- The latest finite time a row records: its edited_date or any of its end columns
+    -- (an infinite one is left out, not the whole row).
+    SELECT format('greatest(CASE WHEN isfinite(d.edited_date) THEN d.edited_date END%s)',
+                  coalesce(string_agg(format(', CASE WHEN isfinite(d.%1$I) THEN d.%1$I END', e), '' ORDER BY i), ''))
       INTO ends
       FROM unnest(p_end_columns) WITH ORDINALITY AS u (e, i);
     -- Check n (from 0, by position) is bit n % 62 of mask n / 62.
@@ -98,7 +100,7 @@ BEGIN
                    count(*) AS n_rows,
                    min(edited_date) FILTER (WHERE isfinite(edited_date)) AS lo,
                    max(edited_date) FILTER (WHERE isfinite(edited_date)) AS hi,
-                   max(row_end) FILTER (WHERE isfinite(row_end)) AS row_end%3$s
+                   max(row_end) AS row_end%3$s
               FROM (SELECT (d.edited_date AT TIME ZONE 'UTC')::date AS day,
                            d.edited_date AS edited_date,
                            %7$s AS row_end,
@@ -200,10 +202,11 @@ COMMENT ON FUNCTION audit.certify_dataset(text, text) IS
     'Runs every check and the hash of a certifiable dataset on locked data and records the outcome (passed or '
     'failed) with the database''s time and session_user; returns the certification_id.';
 
--- The recorded range of a dataset while the guard passes on it: no row when it refuses
--- (never certified, failed, expired, changed since) or when the certification predates
--- V0018. For every login that may read the dataset (the range is what a read of it would
--- show), checked for the session's login since this function runs as its owner.
+-- The recorded range of a certifiable dataset while the guard passes on it: no row when it
+-- refuses (never certified, failed, expired, changed since) or when the certification
+-- predates V0018. Granted to the roles that may read the dataset (reader, trainer,
+-- certifier); it checks, for the session's login (this function runs as its owner), that
+-- the login may read the dataset itself (the range is what a read of it would show).
 CREATE FUNCTION audit.certified_time_range(p_dataset text)
 RETURNS TABLE (min_edited_date timestamptz, max_edited_date timestamptz, data_end timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -211,7 +214,13 @@ DECLARE
     rel  regclass := to_regclass(p_dataset);
     id   bigint;
 BEGIN
-    IF rel IS NULL OR NOT has_table_privilege(session_user, rel, 'SELECT') THEN
+    IF NOT EXISTS (SELECT FROM audit.certifiable_datasets AS d WHERE d.dataset = p_dataset) THEN
+        RAISE EXCEPTION 'unknown dataset %; certifiable datasets: %', quote_nullable(p_dataset),
+            (SELECT string_agg(dataset, ', ') FROM audit.certifiable_datasets)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rel IS NULL OR NOT has_table_privilege(session_user, rel, 'SELECT')
+       OR NOT has_schema_privilege(session_user, (SELECT c.relnamespace FROM pg_class AS c WHERE c.oid = rel), 'USAGE') THEN
         RAISE EXCEPTION 'permission denied: % may not read dataset %', session_user, quote_nullable(p_dataset)
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -224,10 +233,98 @@ BEGIN
                   WHERE c.certification_id = id AND c.data_end IS NOT NULL;
 END $$;
 REVOKE EXECUTE ON FUNCTION audit.certified_time_range(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION audit.certified_time_range(text) TO PUBLIC;
 COMMENT ON FUNCTION audit.certified_time_range(text) IS
     'Oldest and newest edited_date and the data''s end recorded by the latest certification of a dataset, while the '
     'guard passes on it (no row otherwise); for logins that may read the dataset.';
+
+-- As V0013's, plus audit.certified_time_range for the roles that read the entrypoint.
+CREATE OR REPLACE FUNCTION ml.grant_woe_anchor_roles() RETURNS text[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    granted text[] := '{}';
+    r       text;
+BEGIN
+    -- Every project login may see which migrations were applied (a client that finds
+    -- none pending starts without DDL).
+    FOREACH r IN ARRAY ARRAY['woe_reader', 'woe_trainer', 'woe_certifier', 'woe_promoter', 'woe_sso'] LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r);
+        EXECUTE format('GRANT USAGE ON SCHEMA audit TO %I', r);
+        EXECUTE format('GRANT SELECT ON audit.schema_migrations TO %I', r);
+    END LOOP;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'woe_reader') THEN
+        GRANT USAGE ON SCHEMA ml TO woe_reader;
+        GRANT SELECT ON ml.woe_anchor_scores_live_train_v, ml.woe_anchor_feature_store_t0_v1_v TO woe_reader;
+        GRANT EXECUTE ON FUNCTION audit.require_certified_strict(text, interval), audit.certified_time_range(text)
+            TO woe_reader;
+        granted := granted || 'woe_reader'::text;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'woe_trainer') THEN
+        GRANT USAGE ON SCHEMA ml, audit TO woe_trainer;
+        GRANT SELECT ON ml.socio_market_feature_store_train_v, ml.iphone_image_features_unified_v1_train_v,
+                        ml.woe_anchor_feature_store_t0_v1_v, ml.woe_anchor_band_values_v1,
+                        ml.v_woe_anchor_band_inputs_v1, ml.v_woe_anchor_bands_by_model_v1, ml.woe_anchor_scores_by_model_train_v,
+                        ml.woe_anchor_scores_live_train_v, ml.woe_anchor_promotions_v1,
+                        ml.woe_anchor_model_deletions_v1, ml.woe_anchor_provenance_checks_v1
+                     TO woe_trainer;
+        -- Models are registered (INSERT), never changed; deleted only through
+        -- ml.delete_woe_anchor_model. Scores arrive as a staged partition.
+        REVOKE DELETE ON ml.woe_anchor_model_registry_v1, ml.woe_anchor_cuts_v1, ml.woe_anchor_map_v1 FROM woe_trainer;
+        REVOKE INSERT ON ml.woe_anchor_scores_v1 FROM woe_trainer;
+        GRANT SELECT, INSERT ON ml.woe_anchor_model_registry_v1, ml.woe_anchor_cuts_v1, ml.woe_anchor_map_v1
+            TO woe_trainer;
+        GRANT SELECT ON ml.woe_anchor_scores_v1 TO woe_trainer;
+        GRANT EXECUTE ON FUNCTION
+            ml.woe_band_dsold(double precision, double precision, double precision, double precision, double precision),
+            ml.woe_band_trust(text), ml.woe_band_ship(boolean), ml.woe_band_sale(boolean), ml.woe_band_cond(text),
+            ml.woe_band_prob3(text, double precision), ml.woe_band_bat(smallint),
+            ml.woe_presentation_score(smallint, double precision, double precision, double precision),
+            ml.woe_band_present(double precision, double precision, double precision),
+            ml.woe_band_acc(boolean, boolean, boolean), ml.woe_fold(bigint, integer), ml.woe_sigmoid(double precision),
+            ml.woe_slow21(timestamptz, timestamptz, timestamptz), ml.woe_weight(timestamptz, timestamptz, double precision),
+            ml.woe_anchor_bands_v1(double precision, double precision, double precision, double precision,
+                                   double precision, double precision),
+            audit.require_certified_strict(text, interval), audit.certified_time_range(text),
+            ml.delete_woe_anchor_model(text),
+            ml.woe_anchor_scores_stage_v1(text), ml.woe_anchor_scores_attach_v1(text),
+            ml.woe_anchor_training_lock_v1(interval), ml.woe_anchor_artifact_digest_v1(text),
+            ml.woe_identity_v1(text, text), audit.fresh_certification_id(text),
+            ml.woe_anchor_derive_v1(timestamptz, double precision, double precision, double precision,
+                                    double precision, double precision, double precision, integer)
+            TO woe_trainer;
+        granted := granted || 'woe_trainer'::text;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'woe_certifier') THEN
+        GRANT USAGE ON SCHEMA ml, audit TO woe_certifier;
+        GRANT SELECT ON ml.socio_market_feature_store_train_v, ml.iphone_image_features_unified_v1_train_v,
+                        ml.woe_anchor_feature_store_t0_v1_v, audit.dataset_changes, audit.dataset_certifications,
+                        audit.dataset_row_checks, audit.dataset_contract, audit.certifiable_datasets
+                     TO woe_certifier;
+        -- Certifications are recorded by audit.certify_dataset only.
+        REVOKE INSERT ON audit.dataset_certifications FROM woe_certifier;
+        REVOKE EXECUTE ON FUNCTION audit.lock_dataset_sources(text) FROM woe_certifier;
+        GRANT EXECUTE ON FUNCTION audit.certify_dataset(text, text), audit.dataset_sha256(text, text[]),
+                                  audit.require_certified_strict(text, interval), audit.contract_problems(),
+                                  audit.fresh_certification_id(text), audit.certified_time_range(text)
+            TO woe_certifier;
+        granted := granted || 'woe_certifier'::text;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'woe_promoter') THEN
+        GRANT USAGE ON SCHEMA ml TO woe_promoter;
+        GRANT SELECT ON ml.woe_anchor_model_registry_v1, ml.woe_anchor_promotions_v1,
+                        ml.woe_anchor_provenance_checks_v1, ml.woe_anchor_governance_settings_v1 TO woe_promoter;
+        GRANT EXECUTE ON FUNCTION ml.promote_woe_anchor_model(text, text, text, text, text[]),
+                                  ml.rollback_woe_anchor_model(text, text),
+                                  ml.woe_anchor_promotion_preflight_v1(text),
+                                  ml.woe_anchor_verify_provenance_v1(text),
+                                  ml.woe_anchor_artifact_digest_v1(text),
+                                  ml.woe_identity_v1(text, text), audit.fresh_certification_id(text)
+            TO woe_promoter;
+        granted := granted || 'woe_promoter'::text;
+    END IF;
+    RETURN granted;
+END $$;
+
+SELECT ml.grant_woe_anchor_roles();
 
 DO $$
 BEGIN

@@ -84,6 +84,16 @@ def test_certification_records_the_data_range_and_the_data_window_reads_it(demo_
     assert train.data_window(demo_engine) == scanned
 
 
+def test_an_infinite_sale_leaves_the_recorded_data_end_at_the_finite_times(demo_engine):
+    with demo_engine.begin() as conn:
+        finite = tuple(conn.execute(sa.text(_RANGE_SCAN)).one())
+        _sell_first_listing(conn, "infinity")
+    result = certify.certify(demo_engine, "alice")
+    assert not result.passed and "plausible_sold_at" in {c.name for c in result.failed_checks}
+    assert (result.min_edited_date, result.max_edited_date) == finite[:2]
+    assert result.data_end is not None and result.data_end >= result.max_edited_date
+
+
 def test_the_data_window_is_read_from_the_data_once_it_changed_since_certification(demo_engine):
     certify.certify(demo_engine, "alice")
     certified = train.data_window(demo_engine)

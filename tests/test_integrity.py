@@ -485,6 +485,34 @@ def test_promotion_refuses_a_digest_other_than_the_one_reviewed(governed, login)
     assert state(governed) == before
 
 
+def test_the_derive_names_a_slot_that_is_no_value_of_its_band_instead_of_dropping_its_rows(governed):
+    """A band schema whose slots for one band differ from the banding functions' (here trust's,
+    moved by 100) shows those rows under a value naming the slot; every band still counts every row."""
+    with governed.begin() as conn:
+        break_glass(conn, "test: band schema 2 with trust's slots moved")
+        conn.execute(
+            sa.text(
+                "INSERT INTO ml.woe_anchor_band_values_v1 (band_schema_version, band_name, band_column, band_value, slot) "
+                "SELECT 2, band_name, band_column, band_value, slot + CASE WHEN band_name = 'trust' THEN 100 ELSE 0 END "
+                "FROM ml.woe_anchor_band_values_v1 WHERE band_schema_version = 1"
+            )
+        )
+        rows = conn.execute(
+            sa.text(
+                "SELECT band_name, band_value, n_pos + n_neg AS n FROM ml.woe_anchor_derive_v1("
+                "'2026-08-01', 60, 1, -0.15, -0.05, 0.05, 0.15, 2) WHERE item = 'map'"
+            )
+        ).all()
+    per_band: dict[str, int] = {}
+    for r in rows:
+        per_band[r.band_name] = per_band.get(r.band_name, 0) + r.n
+    assert len(per_band) == 10 and len(set(per_band.values())) == 1, per_band
+    trust = [r.band_value for r in rows if r.band_name == "trust"]
+    # the banding functions give trust slots 7 to 11; band schema 2 has 107 to 111
+    assert sorted(trust) == sorted(f"no value of band schema 2 has slot {slot}" for slot in range(7, 12)), trust
+    assert all(not r.band_value.startswith("no value") for r in rows if r.band_name != "trust")
+
+
 def test_a_break_glass_edit_is_recorded_and_caught_by_provenance(governed):
     with governed.begin() as conn:
         break_glass(conn, "repair: drop a value", KEY_B)

@@ -122,9 +122,16 @@ def test_the_certified_time_range_is_for_logins_that_may_read_the_dataset(live, 
     statement = "SELECT count(*) FROM audit.certified_time_range('ml.woe_anchor_feature_store_t0_v1_v')"
     for group in ("woe_reader", "woe_trainer", "woe_certifier"):
         assert scalar(login(group), statement) == 1, group
-    denied(login(None), statement)  # no usage of schema audit
-    assert "may not read dataset" in denied(login("woe_promoter"), statement)  # audit's usage, not the data
-    assert "may not read dataset" in denied(login("woe_reader"), "SELECT * FROM audit.certified_time_range('ml.nope')")
+    denied(login(None), statement)
+    denied(login("woe_promoter"), statement)  # not granted: promoters do not read the data
+    # Granted by hand to a login that may not read the dataset, it still refuses.
+    nobody = login(None)
+    with live.begin() as conn:
+        conn.execute(sa.text(f'GRANT USAGE ON SCHEMA audit TO "{nobody.url.username}"'))
+        conn.execute(sa.text(f'GRANT EXECUTE ON FUNCTION audit.certified_time_range(text) TO "{nobody.url.username}"'))
+    assert "may not read dataset 'ml.woe_anchor_feature_store_t0_v1_v'" in denied(nobody, statement)
+    with pytest.raises(DBAPIError, match="unknown dataset 'ml.nope'; certifiable datasets: ml.woe_anchor"):
+        scalar(login("woe_reader"), "SELECT count(*) FROM audit.certified_time_range('ml.nope')")
 
 
 def test_trainer_writes_and_deletes_candidates_but_cannot_promote(live, login):
