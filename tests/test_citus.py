@@ -8,11 +8,13 @@ running. The refusal on plain PostgreSQL needs no cluster and always runs.
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -713,6 +715,50 @@ def test_promotion_re_derives_the_model_from_sums_made_on_the_shards(citus_engin
         key = ("item", "band_name", "band_value", "n_pos", "n_neg")
         assert [getattr(c, k) for k in key] == [getattr(s, k) for k in key]
         assert _close(c.value, s.value) and _close(c.w_pos, s.w_pos) and _close(c.w_neg, s.w_neg), c
+
+
+@needs_cluster
+def test_the_derives_percentiles_are_counted_on_the_shards(citus_engine):
+    """``ml.woe_percentile_cont`` (the derive's cuts on Citus) over a distributed table equals
+    ``percentile_cont``, with its grouped counts run per shard and no intermediate result."""
+    rng = np.random.default_rng(3)
+    crowded = 1.0 + rng.integers(0, 10**9, 80_000) * 1e-12  # one first digit: split by the next ones
+    values = [*crowded, *rng.normal(size=20_000), math.inf, -math.inf, math.nan, -0.0, 0.0, None]
+    with citus_engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE public.scores (listing_id bigint, v float8)"))
+        conn.execute(sa.text("SELECT create_distributed_table('public.scores', 'listing_id')"))
+    with citus_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO public.scores SELECT g, v FROM unnest(CAST(:v AS float8[])) WITH ORDINALITY AS u(v, g)"
+            ),
+            {"v": values},
+        )
+    fractions = [0.0, 1 / 3, 0.5, 2 / 3, 1.0]
+    with citus_engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL citus.max_intermediate_result_size = '16kB'"))
+        got = conn.execute(
+            sa.text("SELECT * FROM ml.woe_percentile_cont('SELECT v FROM public.scores', CAST(:f AS float8[]))"),
+            {"f": fractions},
+        ).one()
+        want = conn.execute(
+            sa.text(
+                "SELECT percentile_cont(CAST(:f AS float8[])) WITHIN GROUP (ORDER BY v), count(v) FROM public.scores"
+            ),
+            {"f": fractions},
+        ).one()
+        plan = "\n".join(
+            conn.execute(
+                sa.text(
+                    "EXPLAIN SELECT 1 AS r, CASE WHEN v < 0 THEN 65535 - get_byte(float8send(v), 0) ELSE 0 END AS d, "
+                    "count(*), min(v), max(v) FROM public.scores GROUP BY 1, 2 ORDER BY 1, 2"
+                )
+            ).scalars()
+        )
+    assert got.n == want.count == len(values) - 1
+    for g, w in zip(got.percentiles, want[0], strict=True):
+        assert (math.isnan(g) and math.isnan(w)) or g == w, (got.percentiles, want[0])
+    assert "Task Count: 32" in plan and "HashAggregate" in plan.split("Task Count")[1], plan
 
 
 @needs_cluster

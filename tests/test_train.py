@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from numpy.testing import assert_allclose
+from sqlalchemy.exc import DBAPIError
 
 from modelkit import BAND_COLUMNS, VALUES, fold_of, presentation_score, reference_bands
 from woe_core import certify, demo, train
@@ -512,3 +513,57 @@ def test_order_statistics_are_exact_ranks(engine, monkeypatch, case, fetch_limit
     for key, want in expected.items():
         got = found[key]
         assert (math.isnan(got) and math.isnan(want)) or got == want, (key, got, want)
+
+
+_FRACTIONS = [0.0, 0.1234, 1 / 3, 0.5, 2 / 3, 0.9, 1.0]
+
+
+def _percentile_cases() -> dict[str, list[float | None]]:
+    rng = np.random.default_rng(11)
+    near_one = 1.0 + rng.integers(0, 10**9, 120_000) * 1e-12  # one first digit holds them all: split by digits
+    return {
+        "specials": [-math.inf, -1e308, -2.0, -1.0, -5e-324, -0.0, 0.0, 5e-324, 1.0, 2.0, 1e308, math.inf, math.nan],
+        "crowded": list(near_one) + [math.nan, None, -math.inf, 3.0],
+        "crowded_negative": list(-near_one[:60_000]),
+        "ties": [0.5] * 70_000 + list(rng.normal(size=30_000)),
+        "signed_zeros": [-0.0, 0.0] * 50 + [1e-320, -1e-320],
+        "one": [7.25],
+        "two": [1.0, 3.0],
+        "huge": [-1.7e308, 1.7e308, 1.7e308, 1e308],
+        "nulls_only": [None, None],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_percentile_cases()))
+def test_the_databases_percentiles_from_counts_equal_percentile_cont(engine, case):
+    """``ml.woe_percentile_cont`` (the derive's cuts on Citus, counted on the shards) selects the
+    values ``percentile_cont`` interpolates between, across ±0, subnormals, ±Infinity, NaN,
+    ties and scores crowded into one first digit (split by the next digits)."""
+    values = _percentile_cases()[case]
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TEMP TABLE scores (v float8)"))
+        conn.execute(sa.text("INSERT INTO scores SELECT unnest(CAST(:v AS float8[]))"), {"v": values})
+        got = conn.execute(
+            sa.text("SELECT * FROM ml.woe_percentile_cont('SELECT v FROM pg_temp.scores', CAST(:f AS float8[]))"),
+            {"f": _FRACTIONS},
+        ).one()
+        want = conn.execute(
+            sa.text("SELECT percentile_cont(CAST(:f AS float8[])) WITHIN GROUP (ORDER BY v), count(v) FROM scores"),
+            {"f": _FRACTIONS},
+        ).one()
+    assert got.n == want.count == sum(v is not None for v in values)
+    if want[0] is None:
+        assert got.percentiles is None
+        return
+    assert len(got.percentiles) == len(_FRACTIONS)
+    for g, w in zip(got.percentiles, want[0], strict=True):
+        assert (math.isnan(g) and math.isnan(w)) or g == w, (got.percentiles, want[0])
+
+
+@pytest.mark.parametrize("fractions", [[1.5], [-0.1], [None], []])
+def test_the_databases_percentiles_name_a_bad_fraction(engine, fractions):
+    with pytest.raises(DBAPIError, match="percentile fractions must be between 0 and 1, got"), engine.connect() as conn:
+        conn.execute(
+            sa.text("SELECT * FROM ml.woe_percentile_cont('SELECT 1.0::float8 AS v', CAST(:f AS float8[]))"),
+            {"f": fractions},
+        )
