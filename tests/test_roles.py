@@ -7,6 +7,8 @@ and may not do. The login roles are dropped at teardown.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 from conftest import CITUS_TARGET, DATA_CHANGED, DEMO_LISTINGS, change_first_listing
@@ -15,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from modelkit import derived_model, handwritten_map, insert_model
 from woe_core import certify, demo, migrations, promote, registry, train
+from woe_core.contract import SOCIO_STORE
 from woe_core.errors import CertificationRequired
 
 GROUPS = ("woe_reader", "woe_trainer", "woe_certifier", "woe_promoter")
@@ -132,6 +135,23 @@ def test_the_certified_time_range_is_for_logins_that_may_read_the_dataset(live, 
     assert "may not read dataset 'ml.woe_anchor_feature_store_t0_v1_v'" in denied(nobody, statement)
     with pytest.raises(DBAPIError, match="unknown dataset 'ml.nope'; certifiable datasets: ml.woe_anchor"):
         scalar(login("woe_reader"), "SELECT count(*) FROM audit.certified_time_range('ml.nope')")
+
+
+def test_a_reader_is_told_the_certification_lapsed_rather_than_denied_a_table(live, login):
+    """The time range of the Train and Compare pages: recorded while certified; after a change, a
+    trainer reads it from the rows, and a reader (who may not) is told to certify."""
+    reader, trainer = login("woe_reader"), login("woe_trainer")
+    certified = train.data_window(reader)
+    with live.begin() as conn:
+        change_first_listing(conn)
+    with pytest.raises(
+        CertificationRequired,
+        match=r"has no certification that holds now .* login '[^']+' may not read "
+        + re.escape(SOCIO_STORE)
+        + " to find its time range: certify it first",
+    ):
+        train.data_window(reader)
+    assert train.data_window(trainer) == certified  # one flag flipped: the range is the same
 
 
 def test_trainer_writes_and_deletes_candidates_but_cannot_promote(live, login):

@@ -46,7 +46,7 @@ from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
 from .certify import ENTRYPOINT
 from .contract import SOCIO_STORE
 from .db import woe_errors
-from .errors import InvalidParameter, WoeError
+from .errors import CertificationRequired, InvalidParameter, WoeError
 from .identity import require_actor
 from .migrations import source_file
 
@@ -261,13 +261,25 @@ def data_window(engine: Engine) -> tuple[datetime, datetime, datetime]:
     While the guard passes, the data is the certified data, and its certification
     recorded this range (``audit.certified_time_range``, ``V0018``): read there, in
     constant time. Otherwise (never certified, changed since, expired, certified before
-    ``V0018``) read from the data.
+    ``V0018``) read from the data, by a login that may read the store; any other login
+    (a reader) gets ``CertificationRequired``.
     """
     with engine.connect() as conn:
         recorded = conn.execute(
             sa.text("SELECT * FROM audit.certified_time_range(:d)"), {"d": ENTRYPOINT}
         ).one_or_none()
-        return (recorded[0], recorded[1], recorded[2]) if recorded is not None else _data_range(conn)
+        if recorded is not None:
+            return recorded[0], recorded[1], recorded[2]
+        may_read, login = conn.execute(
+            sa.text("SELECT has_table_privilege(:t, 'SELECT'), session_user"), {"t": SOCIO_STORE}
+        ).one()
+        if not may_read:  # a reader: the views it may read refuse while the guard does
+            raise CertificationRequired(
+                f"{ENTRYPOINT} has no certification that holds now (never certified, changed since, or too old), "
+                f"and login {login!r} may not read {SOCIO_STORE} to find its time range: certify it first "
+                "(python -m woe_core certify)"
+            )
+        return _data_range(conn)
 
 
 def default_cutoff(t_min: datetime, t_max: datetime) -> datetime:
