@@ -20,6 +20,14 @@
 --     percentile_cont itself, over the two neighbouring values).
 -- The values are selected, not estimated: they equal percentile_cont's.
 --
+-- Citus sends a query's parameters to the shards as text, written with the session's
+-- settings: with extra_float_digits below 1 a float loses its last digits, and some
+-- DateStyles write a date that reads otherwise. Both functions now set them
+-- (extra_float_digits 3, DateStyle ISO), which also covers the cuts and cutoff that
+-- V0017's cells query sends. And since each level is a statement of its own, which on
+-- Citus reads the shards at its own moment, a range whose count changed between two
+-- levels is refused (serialization_failure) rather than ranked.
+--
 -- Each level is a scan, and on one node one sort of the scores is cheaper than two
 -- scans (1M snapshots: 1.4 s against 1.8 s; 10M: 11.7 s against 20.4 s, measured on
 -- the 2-core development machine), so the derive keeps percentile_cont where no table
@@ -39,14 +47,18 @@ BEGIN
     END IF;
 END $$;
 
--- The percentiles p_fractions of column v of the query p_source (NULLs left out),
--- equal to percentile_cont(p_fractions) WITHIN GROUP (ORDER BY v), and the number n of
--- values. p_source may use $3 (p_arg); $1 and $2 are this function's own. Runs the
--- query with the caller's rights (not SECURITY DEFINER), so it grants nothing.
+-- The percentiles p_fractions (one or more numbers in [0, 1]) of column v of the query
+-- p_source (NULLs left out, v read as float8), equal to percentile_cont(p_fractions)
+-- WITHIN GROUP (ORDER BY v) (a zero may come back as -0 where the sort gives +0, or the
+-- reverse), and the number n of values. p_source may use $3 (p_arg); $1 and $2 are this
+-- function's own. Runs the query with the caller's rights (not SECURITY DEFINER), so it
+-- grants nothing. Citus sends the parameters to the shards as text: extra_float_digits
+-- and DateStyle are set so that they arrive exact and unambiguous.
 CREATE FUNCTION ml.woe_percentile_cont(p_source text, p_fractions double precision[],
                                        p_arg timestamptz DEFAULT NULL,
                                        OUT percentiles double precision[], OUT n bigint)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET extra_float_digits = 3 SET "DateStyle" = 'ISO, YMD'
+AS $$
 DECLARE
     ranks   bigint[];            -- the wanted ranks (1-based, ascending, distinct)
     rank_in bigint[];            -- each wanted rank's rank within its range
@@ -56,6 +68,8 @@ DECLARE
     hi      double precision[];
     next_lo double precision[];
     next_hi double precision[];
+    counted bigint[];            -- how many values each range held when it was found
+    next_n  bigint[];
     widest  bigint;              -- the most values in one of the next ranges
     g_r     int[];               -- the groups of this level in order: range, count,
     g_n     bigint[];            -- smallest and largest value
@@ -106,7 +120,7 @@ BEGIN
         g_hi := '{}';
         FOR grp IN EXECUTE format($q$
             SELECT %1$s AS r, %2$s AS d, count(*) AS n, min(t.v) AS lo, max(t.v) AS hi
-              FROM (%3$s) AS t
+              FROM (SELECT s.v::float8 AS v FROM (%3$s) AS s) AS t
              WHERE t.v IS NOT NULL%4$s
              GROUP BY 1, 2
              ORDER BY 1, 2
@@ -131,8 +145,23 @@ BEGIN
             range_of := array_fill(1, ARRAY[cardinality(ranks)]);
             found := array_fill(NULL::float8, ARRAY[cardinality(ranks)]);
         END IF;
+        IF level > 0 THEN
+            -- On Citus each level is a statement of its own, read on the shards at its own
+            -- moment (READ COMMITTED): a range that no longer holds what it held is refused.
+            FOR k IN 1..cardinality(lo) LOOP
+                IF coalesce((SELECT sum(g_n[x]) FROM generate_subscripts(g_r, 1) AS x WHERE g_r[x] = k), 0)
+                   <> counted[k] THEN
+                    RAISE EXCEPTION 'the values changed while their percentiles were being counted: the range '
+                                    '[%, %] held % values, then %', lo[k], hi[k], counted[k],
+                                    coalesce((SELECT sum(g_n[x]) FROM generate_subscripts(g_r, 1) AS x
+                                               WHERE g_r[x] = k), 0)
+                        USING ERRCODE = 'serialization_failure', HINT = 'Run it again.';
+                END IF;
+            END LOOP;
+        END IF;
         next_lo := '{}';
         next_hi := '{}';
+        next_n := '{}';
         widest := 0;
         FOR t IN 1..cardinality(ranks) LOOP
             CONTINUE WHEN range_of[t] = 0;
@@ -155,6 +184,7 @@ BEGIN
                 IF j = 0 THEN
                     next_lo := next_lo || g_lo[i];
                     next_hi := next_hi || g_hi[i];
+                    next_n := next_n || g_n[i];
                     j := cardinality(next_lo);
                 END IF;
                 range_of[t] := j;
@@ -168,6 +198,7 @@ BEGIN
         END IF;
         lo := next_lo;
         hi := next_hi;
+        counted := next_n;
     END LOOP;
     percentiles := '{}';
     FOREACH f IN ARRAY p_fractions LOOP
@@ -193,7 +224,8 @@ CREATE OR REPLACE FUNCTION ml.woe_anchor_derive_v1(p_cutoff timestamptz, p_half_
                                         p_t4 double precision, p_band_schema_version integer DEFAULT 1)
 RETURNS TABLE (item text, band_name text, band_value text, value double precision,
                w_pos double precision, w_neg double precision, n_pos bigint, n_neg bigint)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET work_mem = '64MB' AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET work_mem = '64MB' SET extra_float_digits = 3
+SET "DateStyle" = 'ISO, YMD' AS $$
 DECLARE
     q       double precision[];
     n_cut   bigint;

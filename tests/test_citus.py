@@ -722,7 +722,9 @@ def test_the_derives_percentiles_are_counted_on_the_shards(citus_engine):
     """``ml.woe_percentile_cont`` (the derive's cuts on Citus) over a distributed table equals
     ``percentile_cont``, with its grouped counts run per shard and no intermediate result."""
     rng = np.random.default_rng(3)
-    crowded = 1.0 + rng.integers(0, 10**9, 80_000) * 1e-12  # one first digit: split by the next ones
+    # one first digit, split by the next ones; neighbours a few ulps apart, which 15 significant
+    # digits (extra_float_digits = 0, below) cannot tell apart
+    crowded = 1.0 + rng.integers(0, 2**20, 80_000) * 2.0**-52
     values = [*crowded, *rng.normal(size=20_000), math.inf, -math.inf, math.nan, -0.0, 0.0, None]
     with citus_engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE public.scores (listing_id bigint, v float8)"))
@@ -737,6 +739,8 @@ def test_the_derives_percentiles_are_counted_on_the_shards(citus_engine):
     fractions = [0.0, 1 / 3, 0.5, 2 / 3, 1.0]
     with citus_engine.begin() as conn:
         conn.execute(sa.text("SET LOCAL citus.max_intermediate_result_size = '16kB'"))
+        # Citus sends the ranges' bounds to the shards as text: the function must not round them
+        conn.execute(sa.text("SET LOCAL extra_float_digits = 0"))
         got = conn.execute(
             sa.text("SELECT * FROM ml.woe_percentile_cont('SELECT v FROM public.scores', CAST(:f AS float8[]))"),
             {"f": fractions},

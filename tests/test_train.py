@@ -567,3 +567,22 @@ def test_the_databases_percentiles_name_a_bad_fraction(engine, fractions):
             sa.text("SELECT * FROM ml.woe_percentile_cont('SELECT 1.0::float8 AS v', CAST(:f AS float8[]))"),
             {"f": fractions},
         )
+
+
+def test_the_databases_percentiles_refuse_values_that_changed_between_their_scans(engine):
+    """On Citus each level's count is a statement of its own (READ COMMITTED on the shards): here the
+    source itself loses its smallest value after the first scan, and the count that no longer adds up
+    is refused rather than ranked."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TEMP SEQUENCE scans"))
+        conn.execute(
+            sa.text("CREATE TEMP TABLE scores AS SELECT 1 + g * 2.0 ^ -40 AS v FROM generate_series(0, 59999) AS g")
+        )
+        source = "SELECT v FROM pg_temp.scores WHERE (SELECT nextval('pg_temp.scans')) = 1 OR v <> 1"
+        with pytest.raises(
+            DBAPIError,
+            match=r"the values changed while their percentiles were being counted: the range "
+            r"\[1, [0-9.]+\] held 60000 values, then 59999",
+        ) as refused:
+            conn.execute(sa.text("SELECT * FROM ml.woe_percentile_cont(:s, ARRAY[0.5])"), {"s": source})
+    assert refused.value.orig.sqlstate == "40001"  # serialization_failure: run it again
