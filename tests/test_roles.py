@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from modelkit import derived_model, handwritten_map, insert_model
 from woe_core import certify, demo, migrations, promote, registry, train
 from woe_core.contract import SOCIO_STORE
-from woe_core.errors import CertificationRequired
+from woe_core.errors import CertificationRequired, GovernanceRefused
 
 GROUPS = ("woe_reader", "woe_trainer", "woe_certifier", "woe_promoter")
 KEY_A = "tom_aft_v1_20260601_000001"
@@ -152,6 +152,9 @@ def test_a_reader_is_told_the_certification_lapsed_rather_than_denied_a_table(li
     ):
         train.data_window(reader)
     assert train.data_window(trainer) == certified  # one flag flipped: the range is the same
+    # A promoter is not granted the range at all: a woe_core error naming the function the pages show.
+    with pytest.raises(GovernanceRefused, match="permission denied for function certified_time_range"):
+        train.data_window(login("woe_promoter"))
 
 
 def test_trainer_writes_and_deletes_candidates_but_cannot_promote(live, login):

@@ -264,7 +264,7 @@ def data_window(engine: Engine) -> tuple[datetime, datetime, datetime]:
     ``V0018``) read from the data, by a login that may read the store; any other login
     (a reader) gets ``CertificationRequired``.
     """
-    with engine.connect() as conn:
+    with woe_errors(), engine.connect() as conn:  # a login without the grant: GovernanceRefused, not a traceback
         recorded = conn.execute(
             sa.text("SELECT * FROM audit.certified_time_range(:d)"), {"d": ENTRYPOINT}
         ).one_or_none()
