@@ -32,6 +32,7 @@ ENABLE = (
 STORES = ("ml.socio_market_snapshots", "ml.iphone_image_features")
 SCORES = "ml.woe_anchor_scores_v1"
 COUNTERS = distribute.COUNTERS
+TRAINING_ROWS = train.TRAINING_ROWS
 DATASET = certify.ENTRYPOINT
 CITUS_TEMPLATE = "woe_citus_template"
 
@@ -144,15 +145,17 @@ def test_the_cluster_has_a_coordinator_and_two_active_workers(citus_engine):
 
 @needs_cluster
 def test_distribute_lays_out_stores_co_located_and_scores_by_listing_id(citus_template, citus_engine):
-    assert sorted(citus_template.distributed) == sorted([*STORES, COUNTERS, SCORES])
+    assert sorted(citus_template.distributed) == sorted([*STORES, COUNTERS, TRAINING_ROWS, SCORES])
     assert citus_template.dropped_foreign_keys == [f"{SCORES}.woe_anchor_scores_v1_model_key_fkey"]
     layout = {row["table_name"]: row for row in distribute.layout(citus_engine)}
-    assert set(layout) == {*STORES, COUNTERS, SCORES}  # the governance tables stay local to the coordinator
+    # the governance tables stay local to the coordinator
+    assert set(layout) == {*STORES, COUNTERS, TRAINING_ROWS, SCORES}
     assert {row["kind"] for row in layout.values()} == {"distributed"}
-    # The stores and their change counters share one co-location group; the scores have their own
-    # (woe_core.distribute says why).
+    # The stores, their change counters and training's rows share one co-location group; the scores
+    # have their own (woe_core.distribute says why).
     stores_group = layout[STORES[0]]["colocationid"]
     assert layout[STORES[1]]["colocationid"] == layout[COUNTERS]["colocationid"] == stores_group
+    assert layout[TRAINING_ROWS]["colocationid"] == stores_group
     assert layout[SCORES]["colocationid"] != stores_group
     with citus_engine.connect() as conn:
         columns = conn.execute(
@@ -184,6 +187,7 @@ def test_distribute_lays_out_stores_co_located_and_scores_by_listing_id(citus_te
         by_table.setdefault(t, {})[lo] = port
     assert {p for p in by_table[SCORES].values()} == {ports["worker1"], ports["worker2"]}
     assert by_table[STORES[0]] == by_table[STORES[1]] == by_table[COUNTERS] == by_table[SCORES]
+    assert by_table[TRAINING_ROWS] == by_table[STORES[0]]
     assert local_tables >= 15  # registry, cuts, maps, certifications, promotions, ... on the coordinator
 
 
@@ -235,7 +239,7 @@ def test_distribute_turns_a_loaded_database_into_the_layout(citus_template):
         before = certify.certify(engine, "before")
         assert before.passed, before.summary()
         result = distribute.distribute(engine)
-        assert sorted(result.distributed) == sorted([*STORES, COUNTERS, SCORES])
+        assert sorted(result.distributed) == sorted([*STORES, COUNTERS, TRAINING_ROWS, SCORES])
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT count(*) FROM ml.socio_market_snapshots")).scalar_one()
         assert rows == before.row_count
@@ -765,6 +769,69 @@ def test_the_derives_percentiles_are_counted_on_the_shards(citus_engine):
     assert "Task Count: 32" in plan and "HashAggregate" in plan.split("Task Count")[1], plan
 
 
+def _limited(engine, limit: str):
+    """An engine like ``engine`` whose sessions refuse any intermediate result above ``limit``."""
+    return sa.create_engine(engine.url, connect_args={"options": f"-c citus.max_intermediate_result_size={limit}"})
+
+
+@needs_cluster
+def test_trainings_row_level_work_runs_on_the_shards(citus_engine, plain_engine):
+    """Training's rows are made, counted, ranked, summed and scored shard by shard.
+
+    40,000 snapshots of few feature values: gathering their training rows (tens of bytes
+    each) on the coordinator would take megabytes, and Citus refuses any intermediate
+    result above 256 kB here; the cells of bands, bucket counts and distinct scores that
+    do travel fit. The model equals the single node's, and the rows are gone afterwards.
+    """
+    params = train.TrainParams(datetime(2026, 4, 10, tzinfo=UTC), 30.0, 1.0, 4)
+    artifacts = {}
+    for name, engine in (("cluster", citus_engine), ("single", plain_engine)):
+        with engine.begin() as conn:
+            for statement in _FEW_CELLS:
+                conn.execute(sa.text(statement))
+        assert certify.certify(engine, "ops").passed
+        limited = _limited(engine, "256kB") if name == "cluster" else engine
+        try:
+            key = train.train(limited, params, "alice").model_key
+        finally:
+            if limited is not engine:
+                limited.dispose()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(f"SELECT count(*) FROM {TRAINING_ROWS}")).scalar_one() == 0
+            n_oof = conn.execute(
+                sa.text("SELECT count(*) FROM ml.woe_anchor_scores_v1 WHERE model_key = :k"), {"k": key}
+            ).scalar_one()
+        assert n_oof > 15_000
+        artifacts[name] = _model_artifacts(engine, key)
+    cluster, single = artifacts["cluster"], artifacts["single"]
+    assert all(_close(a, b) for a, b in zip(cluster["base"], single["base"], strict=True))
+    for part in ("cuts", "woe", "oof"):
+        assert cluster[part].keys() == single[part].keys() and cluster[part], part
+        for k, v in single[part].items():
+            got = cluster[part][k]
+            assert all(_close(a, b) for a, b in zip(got, v, strict=True)) if isinstance(v, tuple) else _close(got, v)
+    with citus_engine.connect() as conn:  # the rows are inserted shard by shard from the shard's own join
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                sa.text("EXPLAIN (COSTS OFF) " + train._BUILD_ROWS),
+                {"k": 4, "cutoff": params.train_cutoff_ts, "data_end": params.train_cutoff_ts, "h": 30.0}
+                | dict(zip(("t1", "t2", "t3", "t4"), params.dsold_thresholds, strict=True)),
+            )
+        )
+    assert "Task Count: 32" in plan and "Insert on woe_anchor_training_rows_v1_" in plan, plan
+    assert " Join" in plan and "Distributed Subplan" not in plan, plan
+    with citus_engine.connect() as conn:  # gathering the rows themselves is refused under that limit
+        conn.execute(sa.text("SET citus.max_intermediate_result_size = '256kB'"))
+        with pytest.raises(DBAPIError, match="max_intermediate_result_size"):
+            conn.execute(
+                sa.text(
+                    "WITH r AS MATERIALIZED (SELECT listing_id, t0 FROM ml.v_woe_anchor_band_inputs_v1) "
+                    "SELECT count(*) FROM r"
+                )
+            ).scalar_one()
+
+
 @needs_cluster
 def test_the_guarded_view_refuses_after_a_change_on_a_worker(citus_engine):
     _trained_and_promoted(citus_engine, train.TrainParams(datetime(2026, 8, 1, tzinfo=UTC), 60.0, 1.0, 3))
@@ -800,7 +867,12 @@ def test_a_training_that_loses_a_worker_fails_cleanly_and_the_next_one_succeeds(
     finally:
         cluster.start_node("worker1")
     with citus_engine.connect() as conn:  # nothing half-written: no model, no artifacts, no score partition
-        for table in ("ml.woe_anchor_model_registry_v1", "ml.woe_anchor_cuts_v1", "ml.woe_anchor_map_v1"):
+        for table in (
+            "ml.woe_anchor_model_registry_v1",
+            "ml.woe_anchor_cuts_v1",
+            "ml.woe_anchor_map_v1",
+            TRAINING_ROWS,
+        ):
             assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() == 0, table
         assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_scores_v1")).scalar_one() == 0
         assert (

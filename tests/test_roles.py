@@ -300,6 +300,35 @@ def test_trainer_trains_promoter_promotes_reader_reads(certified_engine, login):
     )
 
 
+def test_rows_a_trainer_leaves_in_the_training_table_do_not_reach_a_training(certified_engine, login):
+    """Training's scratch table is writable by trainers (they fill it in their training); rows one
+    commits there by hand are deleted by the next training, which trains the same model as without them."""
+    trainer = login("woe_trainer")
+    params = train.TrainParams(train.default_cutoff(*train.data_window(trainer)[:2]), 60.0, 1.0, 3)
+    clean = train.train(trainer, params, "trainer-bot")
+    assert scalar(trainer, f"SELECT count(*) FROM {train.TRAINING_ROWS}") == 0  # emptied after the commit
+    with trainer.begin() as conn:  # 5,000 TRAIN rows of fold 0, all slow, all in the first band values
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {train.TRAINING_ROWS} SELECT g, 'iphone_13', :t, 0, true, 1, 1000.0, "
+                "1, 7, 12, 15, 18, 24, 28, 36, 40, 0.99 FROM generate_series(1, 5000) AS g"
+            ),
+            {"t": params.train_cutoff_ts},
+        )
+    assert scalar(trainer, f"SELECT count(*) FROM {train.TRAINING_ROWS}") == 5000
+    again = train.train(trainer, params, "trainer-bot")
+    assert again.metrics["counts"] == clean.metrics["counts"]
+    assert again.base_logit == pytest.approx(clean.base_logit, rel=1e-12)
+    maps = "SELECT fold_id, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE model_key = :k ORDER BY 1, 2, 3"
+    with certified_engine.connect() as conn:
+        first, second = (conn.execute(sa.text(maps), {"k": k}).all() for k in (clean.model_key, again.model_key))
+    assert [r[:3] for r in first] == [r[:3] for r in second] and first
+    assert all(a[3] == pytest.approx(b[3], rel=1e-9, abs=1e-12) for a, b in zip(first, second, strict=True))
+    for group in ("woe_reader", "woe_promoter", "woe_certifier", None):
+        denied(login(group), f"SELECT count(*) FROM {train.TRAINING_ROWS}")
+        denied(login(group), f"DELETE FROM {train.TRAINING_ROWS}")
+
+
 def test_nobody_but_the_owner_can_switch_is_active_by_hand(live, login):
     switch = "UPDATE ml.woe_anchor_model_registry_v1 SET is_active = (model_key = :k)"
     bypass = "INSERT INTO audit.break_glass_log (reason) VALUES ('let me')"

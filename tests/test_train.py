@@ -501,14 +501,16 @@ def test_order_statistics_are_exact_ranks(engine, monkeypatch, case, fetch_limit
         mine = sorted((s for s, f in zip(scores, folds, strict=True) if m == k or f != m), key=_pg_order)
         wanted[m] = sorted({1, 2, len(mine) // 3, len(mine) // 2 + 1, len(mine) - 1, len(mine)} - {0})
         expected.update({(m, r): mine[r - 1] for r in wanted[m]})
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TEMP TABLE _woe_rows (fold integer, is_train boolean, presentation_score float8)"))
+    with engine.connect() as conn:  # the training rows of a transaction that is rolled back
         conn.execute(
-            sa.text("INSERT INTO _woe_rows VALUES (:f, :t, :s)"),
+            sa.text(
+                f"INSERT INTO {train.TRAINING_ROWS} (fold, is_train, y, w, presentation_score) VALUES (:f, :t, 0, 1, :s)"
+            ),
             [{"f": int(f), "t": True, "s": s} for s, f in zip(scores, folds, strict=True)]
             + [{"f": 0, "t": False, "s": -1e9}, {"f": 1, "t": True, "s": None}],  # EVAL and missing are left out
         )
         found = train._order_statistics(conn, wanted, k, len(scores), finite_range)
+        conn.rollback()
     assert set(found) == set(expected)
     for key, want in expected.items():
         got = found[key]

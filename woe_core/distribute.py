@@ -12,7 +12,11 @@ The layout, and why:
   that read the stores under the trainer's login, and the attaching function runs as its
   owner: Citus refuses DDL on a placement whose co-located placements were read over
   another connection ("cannot perform DDL on placement ... read over multiple
-  connections"). No query joins scores with the stores, so nothing is lost.
+  connections"). No query joins scores with the stores; training's insert of its OOF
+  scores from its own rows is repartitioned between the workers.
+* **Training's rows** ``ml.woe_anchor_training_rows_v1`` (sql/V0020), distributed by
+  ``listing_id`` next to the stores: training inserts them from the stores' join shard by
+  shard, and its counts, order statistics, band sums and metrics run on the workers.
 * **Everything else stays a local table of the coordinator**: the registry, cuts, maps,
   band values, certifications, change markers, promotions, deletions, provenance records,
   locks, settings and the break-glass log. They are small (kilobytes), and their
@@ -55,6 +59,7 @@ from sqlalchemy.engine import Engine
 
 from .db import mask_url
 from .errors import CitusRequired
+from .train import TRAINING_ROWS
 
 DATASET = "ml.woe_anchor_feature_store_t0_v1_v"
 SCORES = "ml.woe_anchor_scores_v1"
@@ -134,7 +139,8 @@ def require_citus_coordinator(engine: Engine) -> str:
 
 
 def _plan(conn: sa.Connection) -> tuple[list[str], list[tuple[str, str]]]:
-    """The tables to distribute (sources first, scores last) and the foreign keys that must go."""
+    """The tables to distribute (sources first, then the training rows, scores last) and the foreign keys
+    that must go."""
     sources = [
         r[0]
         for r in conn.execute(
@@ -145,7 +151,7 @@ def _plan(conn: sa.Connection) -> tuple[list[str], list[tuple[str, str]]]:
             {"d": DATASET},
         )
     ]
-    tables = [*sources, SCORES]
+    tables = [*sources, TRAINING_ROWS, SCORES]
     missing = [
         t
         for t in tables
@@ -231,7 +237,7 @@ def distribute(engine: Engine) -> DistributeResult:
             != "r"
         ):
             conn.execute(sa.text(f"ALTER FUNCTION {guard} PARALLEL RESTRICTED"))
-    sources = tables[:-1]
+    sources = tables[:-2]
     # The counters first, in a co-location group of their own, and every store in theirs:
     # from the moment a store's shards exist, each has its counter shard on its node. (A
     # database distributed before the counters existed gets them in its stores' group.)

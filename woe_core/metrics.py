@@ -35,12 +35,16 @@ from sqlalchemy.engine import Connection
 P_CLIP = 1e-15
 HISTOGRAM_BINS = 20
 
-_SCORED_METRICS_SQL = """
-WITH g AS (
+# Each source's rows are counted per (part, p) on their own, and only those counts are put
+# together: on Citus each count runs on the shards and only distinct p travel.
+_COUNT_BY_P = """
     SELECT part, p, (count(*) FILTER (WHERE y = 1))::int4 AS pos, (count(*) FILTER (WHERE y = 0))::int4 AS neg
       FROM ({source}) AS scored
      WHERE y IN (0, 1)
-     GROUP BY 1, p),
+     GROUP BY 1, p"""
+
+_SCORED_METRICS_SQL = """
+WITH g AS ({counts}),
 -- per distinct p in order: the rows and negatives before it and its part's size, from one sort
 w AS (
     SELECT part, p, pos, neg, pos + neg AS n,
@@ -119,17 +123,19 @@ class ScoredMetrics:
 
 
 def scored_metrics(
-    conn: Connection, source_sql: str, parts: Sequence[str], params: dict | None = None
+    conn: Connection, source_sql: str | Sequence[str], parts: Sequence[str], params: dict | None = None
 ) -> ScoredMetrics:
     """AUC, log loss, Brier, calibration and histogram per part of ``source_sql``.
 
-    ``source_sql`` is a SELECT of rows ``(part, p, y)``: ``part`` the 1-based position
-    of the row's part in ``parts`` (an integer, which groups and sorts faster than a
-    name), y 0 or 1 (other rows are left out). Everything is aggregated in PostgreSQL
-    by distinct p (see the module docstring) and only one row per part, decile and bin
-    comes back, named by ``parts``.
+    ``source_sql`` is a SELECT of rows ``(part, p, y)``, or several whose parts differ:
+    ``part`` the 1-based position of the row's part in ``parts`` (an integer, which
+    groups and sorts faster than a name), y 0 or 1 (other rows are left out).
+    Everything is aggregated in PostgreSQL by distinct p (see the module docstring) and
+    only one row per part, decile and bin comes back, named by ``parts``.
     """
-    sql = _SCORED_METRICS_SQL.format(source=source_sql, bins=HISTOGRAM_BINS)
+    sources = [source_sql] if isinstance(source_sql, str) else list(source_sql)
+    counts = "\n    UNION ALL".join(_COUNT_BY_P.format(source=source) for source in sources)
+    sql = _SCORED_METRICS_SQL.format(counts=counts, bins=HISTOGRAM_BINS)
     rows = pd.DataFrame(
         conn.execute(sa.text(sql), {**(params or {}), "clip": P_CLIP}).all(),
         columns=["part", "kind", "idx", "n", "a", "b", "c", "d"],

@@ -3,8 +3,9 @@
 Row-level work runs in PostgreSQL: rows are banded by the same SQL as live
 scoring (the slots of ``ml.v_woe_anchor_band_inputs_v1``, with ``ml.woe_slot_of_dsold``
 and ``ml.woe_slot_of_present`` applied with this model's thresholds and each fold's cuts),
-labelled, weighted and aggregated into weighted sums per (model, fold, band, value,
-label) there; Python computes the WOE from that small table (``woe_math``),
+labelled and weighted once into ``ml.woe_anchor_training_rows_v1`` (``TRAINING_ROWS``, on
+Citus sharded next to the stores) and aggregated from there into weighted sums per (model,
+fold, band, value, label); Python computes the WOE from that small table (``woe_math``),
 PostgreSQL scores the OOF rows with the fold maps and computes the metrics from
 them (``metrics``). Every artifact is written in
 the same transaction as the reads, or nothing is.
@@ -175,8 +176,12 @@ _SLOTS = ",\n           ".join(
     for name in _FIXED_BANDS
 )
 
+# Training's rows (sql/V0020): an ordinary table, so that Citus can shard it next to the stores
+# and one node can scan it in parallel. It holds rows only inside a training's transaction.
+TRAINING_ROWS = "ml.woe_anchor_training_rows_v1"
+
 _BUILD_ROWS = f"""
-CREATE TEMP TABLE _woe_rows ON COMMIT DROP AS
+INSERT INTO {TRAINING_ROWS}
 SELECT * FROM (
     SELECT b.listing_id, b.generation, b.t0,
            ml.woe_fold(b.listing_id, :k) AS fold,
@@ -198,37 +203,45 @@ _COUNTS_SQL = (
     "AS finite_min, "
     "max(presentation_score) FILTER (WHERE presentation_score > '-Infinity' AND presentation_score < 'Infinity') "
     "AS finite_max "
-    "FROM _woe_rows GROUP BY is_train, fold, y"
+    f"FROM {TRAINING_ROWS} GROUP BY is_train, fold, y"
 )
 
 
 def _sums_sql() -> str:
-    """One scan for every band's sums: per (is_train, fold, y) and value of each cut-independent
-    band (``slot``) or bucket of presentation score (``bucket``), the weight and row count.
+    """Every band's sums: per (is_train, fold, y) and value of each cut-independent band
+    (``slot``) or bucket of presentation score (``bucket``), the weight and row count.
 
     Rows are first summed per combination of five bands, and of the other four bands and
-    the bucket (two hash tables of at most a few thousand groups per split, fold and
-    label, whatever the number of rows), then those sums per band: far fewer hash
-    lookups per row than one grouping set per band. The presentation band differs per
-    model (each has its own cuts); rather than band every row K+1 times, rows are summed
-    per bucket of the sorted set of all models' cut values ``:bounds`` (every row of a
-    bucket is on the same side of every cut; -1 for a missing score), and each bucket is
-    banded per model afterwards (``_BUCKET_BANDS_SQL``). ``OFFSET 0`` keeps the bucket
-    computed once per row.
+    the bucket (at most a few thousand groups per split, fold and label, whatever the
+    number of rows), then those sums per band: far fewer hash lookups per row than one
+    grouping set per band. The two first sums are plain ``GROUP BY`` queries, which a
+    server can run in parallel and Citus runs on every shard (it gathers a ``GROUPING
+    SETS`` query's rows on the coordinator instead); only the second step, over their
+    small results, uses grouping sets. The presentation band differs per model (each has
+    its own cuts); rather than band every row K+1 times, rows are summed per bucket of the
+    sorted set of all models' cut values ``:bounds`` (every row of a bucket is on the same
+    side of every cut; -1 for a missing score), and each bucket is banded per model
+    afterwards (``_BUCKET_BANDS_SQL``).
     """
     first = [f"s_{name}" for name in _FIXED_BANDS[:5]]
-    second = [f"s_{name}" for name in _FIXED_BANDS[5:]] + ["bucket"]
-    slots = [f"s_{name}" for name in _FIXED_BANDS]
+    second = [f"s_{name}" for name in _FIXED_BANDS[5:]]
+    slots = [*first, *second]
     keys = "is_train, fold, y"
     sets = ", ".join(f"({keys}, {c})" for c in [*slots, "bucket"])
+    bucket = "coalesce(width_bucket(nullif(presentation_score, 'NaN'::float8), CAST(:bounds AS float8[])), -1)"
+    none = "NULL::smallint"
     return f"""
-WITH cells AS (
-    SELECT {keys}, {", ".join(slots)}, bucket, sum(w) AS w, count(*) AS n
-      FROM (SELECT {keys}, w, {", ".join(slots)},
-                   coalesce(width_bucket(nullif(presentation_score, 'NaN'::float8), CAST(:bounds AS float8[])), -1)
-                       AS bucket
-              FROM _woe_rows OFFSET 0) AS r
-     GROUP BY GROUPING SETS (({keys}, {", ".join(first)}), ({keys}, {", ".join(second)})))
+WITH first AS (
+    SELECT {keys}, {", ".join(first)}, sum(w) AS w, count(*) AS n
+      FROM {TRAINING_ROWS} GROUP BY {keys}, {", ".join(first)}),
+second AS (
+    SELECT {keys}, {", ".join(second)}, {bucket} AS bucket, sum(w) AS w, count(*) AS n
+      FROM {TRAINING_ROWS} GROUP BY {keys}, {", ".join(second)}, bucket),
+cells AS (
+    SELECT {keys}, {", ".join(first)}, {", ".join(f"{none} AS {c}" for c in second)}, NULL::integer AS bucket, w, n
+      FROM first
+    UNION ALL
+    SELECT {keys}, {", ".join([none] * len(first))}, {", ".join(second)}, bucket, w, n FROM second)
 SELECT {keys}, coalesce({", ".join(slots)}) AS slot, bucket, sum(w) AS w, sum(n)::bigint AS n
   FROM cells
  GROUP BY GROUPING SETS ({sets})
@@ -248,7 +261,7 @@ SELECT c.model, j.bucket,
 
 
 def _logit_sql() -> str:
-    """The logit of a row ``r`` of _woe_rows under the packed model ``p`` (fixed bands by slot,
+    """The logit of a row ``r`` of the training rows under the packed model ``p`` (fixed bands by slot,
     the presentation band re-banded with the model's own cuts by the live SQL)."""
     terms = " + ".join(f"coalesce(p.woe[r.s_{name}], 0)" for name in _FIXED_BANDS)
     terms += " + coalesce(p.woe[ml.woe_slot_of_present(r.presentation_score, p.c1, p.c2)], 0)"
@@ -354,6 +367,10 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         conn.execute(sa.text("SELECT audit.fresh_certification_id(:d)"), {"d": ENTRYPOINT})
         # Sorts and hashes of a million rows fit in memory instead of spilling (this transaction only).
         conn.execute(sa.text(f"SET LOCAL work_mem = '{TRAINING_WORK_MEM}'"))
+        # Citus writes a query's parameters into the shards' queries as text, with these settings:
+        # every float's digits (the dsold thresholds, the buckets' bounds) and an unambiguous date.
+        conn.execute(sa.text("SET LOCAL extra_float_digits = 3"))
+        conn.execute(sa.text("SET LOCAL DateStyle = 'ISO, YMD'"))
         t_min, t_max, data_end = _data_range(conn)
         if not t_min < p.train_cutoff_ts <= t_max:
             raise InvalidParameter(
@@ -361,6 +378,11 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
                 f"and at most {t_max.isoformat()}, got {p.train_cutoff_ts.isoformat()}"
             )
         t1, t2, t3, t4 = p.dsold_thresholds
+        # Rows this transaction can see are not this training's: left by a process that died
+        # between its commit and emptying the table, or inserted by hand. (A DELETE, not a
+        # TRUNCATE: on Citus a TRUNCATE here, after reads of the co-located stores over several
+        # connections, is refused.)
+        conn.execute(sa.text(f"DELETE FROM {TRAINING_ROWS}"))
         conn.execute(
             sa.text(_BUILD_ROWS),
             {
@@ -376,9 +398,12 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         )
         # Statistics let the planner hash the aggregates below instead of sorting the rows.
         # A small sample is enough for that choice (the grouping columns have few values).
-        conn.execute(sa.text("SET LOCAL default_statistics_target = 10"))
-        conn.execute(sa.text("ANALYZE _woe_rows"))
-        conn.execute(sa.text("RESET default_statistics_target"))
+        # Not on Citus, which plans the shards' queries from their own statistics and refuses
+        # ANALYZE of placements read over several connections in this transaction.
+        if not _is_distributed(conn, TRAINING_ROWS):
+            conn.execute(sa.text("SET LOCAL default_statistics_target = 10"))
+            conn.execute(sa.text(f"ANALYZE {TRAINING_ROWS}"))
+            conn.execute(sa.text("RESET default_statistics_target"))
         groups = pd.DataFrame(conn.execute(sa.text(_COUNTS_SQL)).mappings().all())
         counts = _check_rows(conn, groups, k)
         t = _step(progress, timings, "band and label rows", 0.3, t)
@@ -404,8 +429,38 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         _write_cuts(conn, key, cuts, k)
         _write_maps(conn, key, maps, k)
         _write_scores(conn, key)
-        _step(progress, timings, "write artifacts", 1.0, t)
+    _empty_training_rows(engine)
+    _step(progress, timings, "write artifacts", 1.0, t)
     return TrainResult(key, p, float(final["base_rate"]), float(final["base_logit"]), metric_doc, timings)
+
+
+def _is_distributed(conn: Connection, table: str) -> bool:
+    """Whether ``table`` is a Citus distributed table (False on a server without Citus)."""
+    if conn.execute(sa.text("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NULL")).scalar_one():
+        return False
+    return bool(
+        conn.execute(
+            sa.text(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass))"
+            ),
+            {"t": table},
+        ).scalar_one()
+    )
+
+
+def _empty_training_rows(engine: Engine) -> None:
+    """Give the committed training's rows back to the disk (a TRUNCATE, in a transaction of its own).
+
+    Best effort: if it cannot have the table within a few seconds (a session holding a lock on
+    it) or fails, the rows stay until the next training deletes them in its own transaction,
+    which is slower but reads the same.
+    """
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+            conn.execute(sa.text(f"TRUNCATE {TRAINING_ROWS}"))
+    except DBAPIError:
+        pass
 
 
 def _band_slots(conn: Connection) -> dict[str, dict[int, str]]:
@@ -448,7 +503,9 @@ def _check_rows(conn: Connection, groups: pd.DataFrame, k: int) -> dict:
     # All snapshots of a listing share a fold, so K non-empty folds prove >= K listings;
     # only otherwise are the listings counted (a sort over every TRAIN row).
     if train_part["fold"].nunique() < k:
-        listings = conn.execute(sa.text("SELECT count(DISTINCT listing_id) FROM _woe_rows WHERE is_train")).scalar_one()
+        listings = conn.execute(
+            sa.text(f"SELECT count(DISTINCT listing_id) FROM {TRAINING_ROWS} WHERE is_train")
+        ).scalar_one()
         if listings < k:
             raise InvalidParameter(f"n_folds must be at most the number of TRAIN listings ({listings}), got {k}")
     return counts
@@ -503,7 +560,7 @@ def _check_fit(fitted: woe_math.Fit, k: int) -> None:
 
 
 # Order statistics of the TRAIN presentation scores (see _order_statistics).
-_SCORES = "SELECT fold, presentation_score AS v FROM _woe_rows WHERE is_train AND presentation_score IS NOT NULL"
+_SCORES = f"SELECT fold, presentation_score AS v FROM {TRAINING_ROWS} WHERE is_train AND presentation_score IS NOT NULL"
 # Buckets of the whole range: -1 for -Infinity, 1..nb for finite scores (width_bucket over nb
 # thresholds from the finite minimum up), nb + 1 for Infinity, nb + 2 for NaN, which
 # PostgreSQL sorts above every number.
@@ -843,7 +900,7 @@ def _stage_scores(conn: Connection, key: str) -> str:
         sa.text(
             f"INSERT INTO {table} (model_key, generation, listing_id, t0, fold_id, is_oof, woe_logit, p_slow21, slow21) "
             "SELECT :key, generation, listing_id, t0, fold, true, logit, ml.woe_sigmoid(logit), y "
-            f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM _woe_rows AS r "
+            f"FROM (SELECT r.*, {_logit_sql()} AS logit FROM {TRAINING_ROWS} AS r "
             "      JOIN _woe_packed AS p ON p.model = r.fold WHERE r.is_train) AS scored"
         ),
         {"key": key},
@@ -853,12 +910,12 @@ def _stage_scores(conn: Connection, key: str) -> str:
 
 def _scored_metrics(conn: Connection, table: str, k: int) -> M.ScoredMetrics:
     """Metrics of the OOF rows (from the staged table) and the EVAL rows (final model), computed in the database."""
-    source = (
-        f"SELECT 1 AS part, p_slow21 AS p, slow21 AS y FROM {table} UNION ALL "
-        f"SELECT 2, ml.woe_sigmoid({_logit_sql()}), r.y FROM _woe_rows AS r "
-        "JOIN _woe_packed AS p ON p.model = :k WHERE NOT r.is_train"
+    sources = (
+        f"SELECT 1 AS part, p_slow21 AS p, slow21 AS y FROM {table}",
+        f"SELECT 2 AS part, ml.woe_sigmoid({_logit_sql()}) AS p, r.y FROM {TRAINING_ROWS} AS r "
+        "JOIN _woe_packed AS p ON p.model = :k WHERE NOT r.is_train",
     )
-    return M.scored_metrics(conn, source, ("oof", "eval"), {"k": k})
+    return M.scored_metrics(conn, sources, ("oof", "eval"), {"k": k})
 
 
 def _write_scores(conn: Connection, key: str) -> int:
