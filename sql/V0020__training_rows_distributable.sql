@@ -10,9 +10,9 @@
 -- run on the workers; on one node, unlike a temporary table, the planner may scan
 -- it with parallel workers.
 --
--- The table holds rows only inside a training's transaction: training deletes what
--- it can see first (a crash after a commit, or rows a trainer inserted by hand), and
--- empties it after its commit (woe_core.train). Trainings run one at a time
+-- A training deletes the rows it can see first (a crash after a commit, or rows a
+-- trainer inserted by hand), and empties the table after its commit (woe_core.train;
+-- best effort: rows it could not remove stay until the next training deletes them). Trainings run one at a time
 -- (ml.woe_anchor_training_lock_v1), and a training's rows are invisible to every
 -- other transaction until it commits. Unlogged: the rows are a scratch copy of
 -- certified data, rebuilt by every training, so they need no WAL and a crash may
@@ -79,13 +79,15 @@ CREATE UNLOGGED TABLE ml.woe_anchor_training_rows_v1 (
     presentation_score double precision
 );
 COMMENT ON TABLE ml.woe_anchor_training_rows_v1 IS
-    'Scratch rows of the training in progress (woe_core.train): empty outside a training''s transaction. '
+    'Scratch rows of the training in progress (woe_core.train), emptied after each training. '
     'Distributed next to the feature stores on Citus (woe distribute).';
 REVOKE ALL ON ml.woe_anchor_training_rows_v1 FROM PUBLIC;
 
 -- As V0018's, plus the training rows for trainers: they fill, read, delete and empty
 -- them, and analyze them (MAINTAIN, PostgreSQL 17 on; before that ANALYZE by a trainer
--- is skipped with a warning, and the planner goes without the statistics).
+-- is skipped with a warning, and the planner goes without the statistics). V0018's body
+-- is kept under a name of its own and called first. A later migration that replaces
+-- ml.grant_woe_anchor_roles must keep calling it and keep these grants.
 ALTER FUNCTION ml.grant_woe_anchor_roles() RENAME TO grant_woe_anchor_roles_v0018;
 REVOKE EXECUTE ON FUNCTION ml.grant_woe_anchor_roles_v0018() FROM PUBLIC;
 
@@ -103,6 +105,8 @@ BEGIN
     RETURN granted;
 END $$;
 REVOKE EXECUTE ON FUNCTION ml.grant_woe_anchor_roles() FROM PUBLIC;
+COMMENT ON FUNCTION ml.grant_woe_anchor_roles() IS
+    'Grants woe_reader, woe_trainer, woe_certifier and woe_promoter (those that exist) their privileges; idempotent.';
 
 SELECT ml.grant_woe_anchor_roles();
 

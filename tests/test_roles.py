@@ -329,6 +329,21 @@ def test_rows_a_trainer_leaves_in_the_training_table_do_not_reach_a_training(cer
         denied(login(group), f"DELETE FROM {train.TRAINING_ROWS}")
 
 
+def test_a_session_locking_the_training_rows_cannot_stall_trainings(certified_engine, login, monkeypatch):
+    """A trainer may lock the scratch table (its TRUNCATE right); a training then gives up after a wait,
+    naming the table, and registers nothing."""
+    monkeypatch.setattr(train, "TRAINING_ROWS_LOCK_WAIT", "1s")
+    trainer = login("woe_trainer")
+    params = train.TrainParams(train.default_cutoff(*train.data_window(trainer)[:2]), 60.0, 1.0, 3)
+    with trainer.connect() as holder:
+        holder.execute(sa.text(f"LOCK TABLE {train.TRAINING_ROWS} IN ACCESS EXCLUSIVE MODE"))
+        with pytest.raises(train.TrainingError, match=f"held a lock on {train.TRAINING_ROWS} for 1s"):
+            train.train(trainer, params, "trainer-bot")
+        holder.rollback()
+    assert scalar(certified_engine, "SELECT count(*) FROM ml.woe_anchor_model_registry_v1") == 0
+    assert train.train(trainer, params, "trainer-bot").model_key
+
+
 def test_nobody_but_the_owner_can_switch_is_active_by_hand(live, login):
     switch = "UPDATE ml.woe_anchor_model_registry_v1 SET is_active = (model_key = :k)"
     bypass = "INSERT INTO audit.break_glass_log (reason) VALUES ('let me')"

@@ -36,7 +36,8 @@ P_CLIP = 1e-15
 HISTOGRAM_BINS = 20
 
 # Each source's rows are counted per (part, p) on their own, and only those counts are put
-# together: on Citus each count runs on the shards and only distinct p travel.
+# together (and added up, should two sources share a part): on Citus each count runs on the
+# shards and only distinct p travel.
 _COUNT_BY_P = """
     SELECT part, p, (count(*) FILTER (WHERE y = 1))::int4 AS pos, (count(*) FILTER (WHERE y = 0))::int4 AS neg
       FROM ({source}) AS scored
@@ -44,7 +45,10 @@ _COUNT_BY_P = """
      GROUP BY 1, p"""
 
 _SCORED_METRICS_SQL = """
-WITH g AS ({counts}),
+WITH g AS (
+    SELECT part, p, sum(pos)::int4 AS pos, sum(neg)::int4 AS neg
+      FROM ({counts}) AS c
+     GROUP BY part, p),
 -- per distinct p in order: the rows and negatives before it and its part's size, from one sort
 w AS (
     SELECT part, p, pos, neg, pos + neg AS n,

@@ -66,6 +66,8 @@ MAX_FOLDS = 50
 # How long a training waits for another one to finish (ml.woe_anchor_training_lock_v1).
 TRAINING_LOCK_WAIT = "10 minutes"
 MAX_KEY_SUFFIX = 999
+# How long a training waits for a session that holds a lock on the training rows.
+TRAINING_ROWS_LOCK_WAIT = "30s"
 # work_mem of the training transaction: per sort or hash node, per process.
 TRAINING_WORK_MEM = "64MB"
 
@@ -181,7 +183,8 @@ _SLOTS = ",\n           ".join(
 TRAINING_ROWS = "ml.woe_anchor_training_rows_v1"
 
 _BUILD_ROWS = f"""
-INSERT INTO {TRAINING_ROWS}
+INSERT INTO {TRAINING_ROWS} (listing_id, generation, t0, fold, is_train, y, w,
+    {", ".join(f"s_{name}" for name in _FIXED_BANDS)}, presentation_score)
 SELECT * FROM (
     SELECT b.listing_id, b.generation, b.t0,
            ml.woe_fold(b.listing_id, :k) AS fold,
@@ -236,7 +239,7 @@ WITH first AS (
       FROM {TRAINING_ROWS} GROUP BY {keys}, {", ".join(first)}),
 second AS (
     SELECT {keys}, {", ".join(second)}, {bucket} AS bucket, sum(w) AS w, count(*) AS n
-      FROM {TRAINING_ROWS} GROUP BY {keys}, {", ".join(second)}, bucket),
+      FROM {TRAINING_ROWS} GROUP BY {", ".join(str(i) for i in range(1, 3 + len(second) + 2))}),
 cells AS (
     SELECT {keys}, {", ".join(first)}, {", ".join(f"{none} AS {c}" for c in second)}, NULL::integer AS bucket, w, n
       FROM first
@@ -382,7 +385,7 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         # between its commit and emptying the table, or inserted by hand. (A DELETE, not a
         # TRUNCATE: on Citus a TRUNCATE here, after reads of the co-located stores over several
         # connections, is refused.)
-        conn.execute(sa.text(f"DELETE FROM {TRAINING_ROWS}"))
+        _clear_training_rows(conn)
         conn.execute(
             sa.text(_BUILD_ROWS),
             {
@@ -429,8 +432,8 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         _write_cuts(conn, key, cuts, k)
         _write_maps(conn, key, maps, k)
         _write_scores(conn, key)
-    _empty_training_rows(engine)
     _step(progress, timings, "write artifacts", 1.0, t)
+    _empty_training_rows(engine)
     return TrainResult(key, p, float(final["base_rate"]), float(final["base_logit"]), metric_doc, timings)
 
 
@@ -446,6 +449,22 @@ def _is_distributed(conn: Connection, table: str) -> bool:
             {"t": table},
         ).scalar_one()
     )
+
+
+def _clear_training_rows(conn: Connection) -> None:
+    """Delete the training rows this transaction can see, waiting at most ``TRAINING_ROWS_LOCK_WAIT`` for
+    a session that holds a lock on the table (such a session would otherwise stall every training)."""
+    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{TRAINING_ROWS_LOCK_WAIT}'"))
+    try:
+        conn.execute(sa.text(f"DELETE FROM {TRAINING_ROWS}"))
+    except DBAPIError as exc:  # the training's transaction is lost either way
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        raise TrainingError(
+            f"another session has held a lock on {TRAINING_ROWS} for {TRAINING_ROWS_LOCK_WAIT}: "
+            "end that session (pg_stat_activity shows it) and train again"
+        ) from exc
+    conn.execute(sa.text("RESET lock_timeout"))
 
 
 def _empty_training_rows(engine: Engine) -> None:
