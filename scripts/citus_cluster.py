@@ -36,6 +36,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -239,6 +240,21 @@ def _ensure_os_user() -> None:
         )
 
 
+def _let_server_user_reach(path: Path) -> None:
+    """As root, let the server user search every folder above ``path`` (adds o+x where missing).
+
+    The servers run as ``OS_USER``, which must reach the PostgreSQL installation and the
+    cluster's folder: under a home folder of mode 700 (root's, on a fresh machine) ``initdb``
+    fails with "Permission denied". Search only: nothing becomes listable or readable.
+    """
+    if os.geteuid() != 0:
+        return
+    for folder in Path(path).resolve().parents:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+
+
 def _give_to_server_user(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, OS_USER, OS_USER)
@@ -300,6 +316,8 @@ def start(verbose: bool = True) -> str:
     root = cluster_dir()
     root.mkdir(parents=True, exist_ok=True)
     _give_to_server_user(root)
+    _let_server_user_reach(pg_install() / "bin")
+    _let_server_user_reach(root)
     for node, port in ports().items():
         _initdb(node, port)
         if _running(node):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import stat
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -129,6 +131,19 @@ def test_the_cluster_script_finds_the_tarball_named_by_the_environment(tmp_path,
     assert cluster.find_tarball() is None
     with pytest.raises(cluster.ClusterError, match="WOE_CITUS_TARBALL"):
         cluster.build(verbose=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the servers run as another user only when started as root")
+def test_the_cluster_script_lets_the_server_user_reach_a_closed_home(tmp_path):
+    """A checkout or installation under a folder of mode 700 (root's home on a fresh machine)."""
+    closed = tmp_path / "home"
+    inner = closed / "checkout" / ".citus"
+    inner.mkdir(parents=True)
+    for folder in (closed, closed / "checkout"):
+        folder.chmod(0o700)
+    citus_cluster()._let_server_user_reach(inner)
+    for folder in (closed, closed / "checkout"):  # searchable, still not listable
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o701, folder
 
 
 # On the cluster ------------------------------------------------------------------------------------------------
