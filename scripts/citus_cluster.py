@@ -23,7 +23,8 @@ one data directory per node, ports ``$WOE_CITUS_PORT`` (default 57100, the coord
 +1 and +2 (the workers), listening on 127.0.0.1 only, superuser ``postgres`` with trust
 authentication (a throwaway test cluster: never expose it). PostgreSQL refuses to run as
 root, so when run as root the servers run as the system user ``woecitus`` (created with
-``useradd`` when missing); otherwise as the current user.
+``useradd`` when missing), and the folders above the installation and the cluster's folder
+are made searchable by others (o+x) where they are not; otherwise as the current user.
 
 Tests and other tools import this file for ``coordinator_url()``, ``node_urls()`` and
 ``create_database()`` (a database with Citus on every node, the workers registered).
