@@ -317,7 +317,8 @@ def test_rows_a_trainer_leaves_in_the_training_table_do_not_reach_a_training(cer
         )
     assert scalar(trainer, f"SELECT count(*) FROM {train.TRAINING_ROWS}") == 5000
     again = train.train(trainer, params, "trainer-bot")
-    assert again.metrics["counts"] == clean.metrics["counts"]
+    # the same rows (weights summed in another order on a cluster's shards)
+    assert again.metrics["counts"] == pytest.approx(clean.metrics["counts"], rel=1e-12)
     assert again.base_logit == pytest.approx(clean.base_logit, rel=1e-12)
     maps = "SELECT fold_id, band_name, band_value, woe FROM ml.woe_anchor_map_v1 WHERE model_key = :k ORDER BY 1, 2, 3"
     with certified_engine.connect() as conn:

@@ -504,10 +504,11 @@ def test_order_statistics_are_exact_ranks(engine, monkeypatch, case, fetch_limit
     with engine.connect() as conn:  # the training rows of a transaction that is rolled back
         conn.execute(
             sa.text(
-                f"INSERT INTO {train.TRAINING_ROWS} (fold, is_train, y, w, presentation_score) VALUES (:f, :t, 0, 1, :s)"
+                f"INSERT INTO {train.TRAINING_ROWS} (listing_id, fold, is_train, y, w, presentation_score) "
+                "VALUES (:i, :f, :t, 0, 1, :s)"
             ),
-            [{"f": int(f), "t": True, "s": s} for s, f in zip(scores, folds, strict=True)]
-            + [{"f": 0, "t": False, "s": -1e9}, {"f": 1, "t": True, "s": None}],  # EVAL and missing are left out
+            [{"i": i, "f": int(f), "t": True, "s": s} for i, (s, f) in enumerate(zip(scores, folds, strict=True))]
+            + [{"i": -1, "f": 0, "t": False, "s": -1e9}, {"i": -2, "f": 1, "t": True, "s": None}],  # left out
         )
         found = train._order_statistics(conn, wanted, k, len(scores), finite_range)
         conn.rollback()
