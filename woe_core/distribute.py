@@ -59,10 +59,11 @@ from sqlalchemy.engine import Engine
 
 from .db import mask_url
 from .errors import CitusRequired
-from .train import TRAINING_ROWS
 
 DATASET = "ml.woe_anchor_feature_store_t0_v1_v"
 SCORES = "ml.woe_anchor_scores_v1"
+# Training's scratch rows (sql/V0020), sharded next to the stores.
+TRAINING_ROWS = "ml.woe_anchor_training_rows_v1"
 # The change counters, one row per store shard in the co-located counter shard (sql/V0015).
 COUNTERS = "audit.dataset_shard_counts"
 COUNTER_KEY = "shard_key"
@@ -106,6 +107,18 @@ def distribution_column(table: str) -> str:
 def citus_version(conn: sa.Connection) -> str | None:
     """The installed Citus extension's version in this database, or None."""
     return conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'citus'")).scalar()
+
+
+def is_distributed(conn: sa.Connection, table: str) -> bool:
+    """Whether ``table`` is a Citus distributed table (False on a server without Citus)."""
+    if citus_version(conn) is None:
+        return False
+    return bool(
+        conn.execute(
+            sa.text("SELECT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass))"),
+            {"t": table},
+        ).scalar_one()
+    )
 
 
 def require_citus_coordinator(engine: Engine) -> str:

@@ -47,6 +47,7 @@ from .bands import BAND_SCHEMA_VERSION, BANDS, DEFAULT_DSOLD_THRESHOLDS
 from .certify import ENTRYPOINT
 from .contract import SOCIO_STORE
 from .db import woe_errors
+from .distribute import TRAINING_ROWS, is_distributed  # an ordinary table: Citus shards it next to the stores
 from .errors import CertificationRequired, InvalidParameter, WoeError
 from .identity import require_actor
 from .migrations import source_file
@@ -177,10 +178,6 @@ _SLOTS = ",\n           ".join(
     + f"::smallint AS s_{name}"
     for name in _FIXED_BANDS
 )
-
-# Training's rows (sql/V0020): an ordinary table, so that Citus can shard it next to the stores
-# and one node can scan it in parallel. It holds rows only inside a training's transaction.
-TRAINING_ROWS = "ml.woe_anchor_training_rows_v1"
 
 _BUILD_ROWS = f"""
 INSERT INTO {TRAINING_ROWS} (listing_id, generation, t0, fold, is_train, y, w,
@@ -403,7 +400,7 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
         # A small sample is enough for that choice (the grouping columns have few values).
         # Not on Citus, which plans the shards' queries from their own statistics and refuses
         # ANALYZE of placements read over several connections in this transaction.
-        if not _is_distributed(conn, TRAINING_ROWS):
+        if not is_distributed(conn, TRAINING_ROWS):
             conn.execute(sa.text("SET LOCAL default_statistics_target = 10"))
             conn.execute(sa.text(f"ANALYZE {TRAINING_ROWS}"))
             conn.execute(sa.text("RESET default_statistics_target"))
@@ -435,20 +432,6 @@ def _train(engine: Engine, p: TrainParams, actor: str, progress: Progress | None
     _step(progress, timings, "write artifacts", 1.0, t)
     _empty_training_rows(engine)
     return TrainResult(key, p, float(final["base_rate"]), float(final["base_logit"]), metric_doc, timings)
-
-
-def _is_distributed(conn: Connection, table: str) -> bool:
-    """Whether ``table`` is a Citus distributed table (False on a server without Citus)."""
-    if conn.execute(sa.text("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NULL")).scalar_one():
-        return False
-    return bool(
-        conn.execute(
-            sa.text(
-                "SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass))"
-            ),
-            {"t": table},
-        ).scalar_one()
-    )
 
 
 def _clear_training_rows(conn: Connection) -> None:
