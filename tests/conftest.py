@@ -163,6 +163,20 @@ def engine(server_url, template_url):
     _drop(admin, name)
 
 
+@pytest.fixture(scope="module")
+def read_only_engine(server_url, template_url):
+    """A migrated, empty database shared by one module's tests that only read it: every
+    transaction on it is read-only (default_transaction_read_only), so a write fails
+    instead of leaking into the next test. Saves a database copy per test (three on Citus)."""
+    admin, name = _fresh_database(server_url, TEMPLATE)
+    eng = db.get_engine(
+        server_url.set(database=name).update_query_dict({"options": "-c default_transaction_read_only=on"})
+    )
+    yield eng
+    db.dispose_engine(eng)
+    _drop(admin, name)
+
+
 @pytest.fixture
 def empty_engine(server_url):
     """A database with nothing in it (no migrations applied)."""

@@ -115,15 +115,15 @@ SCALAR_CASES = (
 
 
 @pytest.mark.parametrize(("call", "x", "band"), SCALAR_CASES)
-def test_band_boundaries(engine, call, x, band):
-    assert _one(engine, f"SELECT {call}", x=x) == band
+def test_band_boundaries(read_only_engine, call, x, band):
+    assert _one(read_only_engine, f"SELECT {call}", x=x) == band
 
 
 @pytest.mark.parametrize(("flags", "band"), ACC)
-def test_accessories(engine, flags, band):
+def test_accessories(read_only_engine, flags, band):
     row, box, charger = flags
     sql = "SELECT ml.woe_band_acc(CAST(:r AS boolean), CAST(:b AS boolean), CAST(:c AS boolean))"
-    assert _one(engine, sql, r=row, b=box, c=charger) == band
+    assert _one(read_only_engine, sql, r=row, b=box, c=charger) == band
 
 
 @pytest.mark.parametrize(
@@ -136,9 +136,9 @@ def test_accessories(engine, flags, band):
         (4, None, 0.5, 0.5, None),
     ],
 )
-def test_presentation_score(engine, n_photos, quality, lighting, background, expected):
+def test_presentation_score(read_only_engine, n_photos, quality, lighting, background, expected):
     got = _one(
-        engine,
+        read_only_engine,
         "SELECT ml.woe_presentation_score(CAST(:n AS smallint), :q, :l, :b)",
         n=n_photos,
         q=quality,
@@ -277,9 +277,11 @@ SLOT_CALLS = [
 @pytest.mark.parametrize(
     ("band", "band_call", "slot_call", "sql_type", "table"), SLOT_CALLS, ids=[c[0] for c in SLOT_CALLS]
 )
-def test_slot_of_the_inputs_is_the_slot_of_the_band_value(engine, band, band_call, slot_call, sql_type, table):
+def test_slot_of_the_inputs_is_the_slot_of_the_band_value(
+    read_only_engine, band, band_call, slot_call, sql_type, table
+):
     x = f"CAST(:x AS {sql_type})"
-    with engine.connect() as conn:
+    with read_only_engine.connect() as conn:
         for value, band_value in table:
             text, slot = conn.execute(
                 sa.text(f"SELECT {band_call.format(x=x)}, {slot_call.format(x=x)}"), {"x": value}
@@ -291,10 +293,10 @@ def test_slot_of_the_inputs_is_the_slot_of_the_band_value(engine, band, band_cal
 
 
 @pytest.mark.parametrize(("flags", "band"), ACC)
-def test_slot_of_the_accessories(engine, flags, band):
+def test_slot_of_the_accessories(read_only_engine, flags, band):
     row, box, charger = flags
     args = "CAST(:r AS boolean), CAST(:b AS boolean), CAST(:c AS boolean)"
-    with engine.connect() as conn:
+    with read_only_engine.connect() as conn:
         slot = conn.execute(
             sa.text(f"SELECT ml.woe_slot_of_acc({args})"), {"r": row, "b": box, "c": charger}
         ).scalar_one()
@@ -302,9 +304,9 @@ def test_slot_of_the_accessories(engine, flags, band):
     assert expected is not None and slot == expected
 
 
-def test_fold_function_matches_the_reference_and_keeps_listings_together(engine):
+def test_fold_function_matches_the_reference_and_keeps_listings_together(read_only_engine):
     ids = [1, 2, 3, 12345, 2147483646, 2147483647, 2147483648, 9_000_000_000_001]
-    with engine.connect() as conn:
+    with read_only_engine.connect() as conn:
         got = (
             conn.execute(sa.text("SELECT ml.woe_fold(x, 5) FROM unnest(CAST(:ids AS bigint[])) AS x"), {"ids": ids})
             .scalars()
@@ -331,8 +333,8 @@ def _schema(engine) -> list[tuple[str, str, str, int]]:
         ]
 
 
-def test_python_band_schema_matches_the_database(engine):
-    schema = _schema(engine)
+def test_python_band_schema_matches_the_database(read_only_engine):
+    schema = _schema(read_only_engine)
     assert [(b, c) for b, c, _ in bands.BANDS] == list(dict.fromkeys((b, c) for b, c, _, _ in schema))
     assert {b: list(v) for b, v in bands.BAND_VALUES.items()} == {
         b: [v for name, _, v, _ in schema if name == b] for b in bands.BAND_NAMES
@@ -340,18 +342,18 @@ def test_python_band_schema_matches_the_database(engine):
     assert [s for *_, s in schema] == list(range(1, len(schema) + 1))
 
 
-def test_every_slot_function_returns_the_tables_slot(engine):
+def test_every_slot_function_returns_the_tables_slot(read_only_engine):
     """The slot functions carry offsets of their own; a drifted one would score a row with another band's WOE."""
-    with engine.connect() as conn:
-        for band, _, value, slot in _schema(engine):
+    with read_only_engine.connect() as conn:
+        for band, _, value, slot in _schema(read_only_engine):
             got = conn.execute(
                 sa.text(f"SELECT ml.woe_slot_{band}(:v), ml.woe_slot_{band}('no such value')"), {"v": value}
             ).one()
             assert tuple(got) == (slot, None), (band, value)
 
 
-def test_the_map_tables_band_name_check_lists_the_schemas_bands(engine):
-    with engine.connect() as conn:
+def test_the_map_tables_band_name_check_lists_the_schemas_bands(read_only_engine):
+    with read_only_engine.connect() as conn:
         check = conn.execute(
             sa.text(
                 "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'ml.woe_anchor_map_v1'::regclass "
@@ -362,11 +364,17 @@ def test_the_map_tables_band_name_check_lists_the_schemas_bands(engine):
     assert sorted(listed) == sorted(bands.BAND_NAMES)
 
 
-def test_the_demo_ground_truth_and_the_test_reference_use_the_schemas_values(engine):
-    schema = _schema(engine)
+def test_the_demo_ground_truth_and_the_test_reference_use_the_schemas_values(read_only_engine):
+    schema = _schema(read_only_engine)
     values = {b: sorted(v for name, _, v, _ in schema if name == b) for b in bands.BAND_NAMES}
     assert {b: sorted(effects) for b, effects in demo.GROUND_TRUTH.items() if b in values} == values
     assert {b: sorted(v) for b, v in VALUES.items()} == values
-    with engine.connect() as conn:
+    with read_only_engine.connect() as conn:
         known = set(conn.execute(sa.text("SELECT generation FROM ml.woe_known_generations")).scalars())
     assert set(demo.GENERATIONS) <= known
+
+
+def test_the_shared_database_of_these_tests_refuses_writes(read_only_engine):
+    """The module's tests share one database; a write would leak into the next test, so it fails."""
+    with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"), read_only_engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO ml.woe_known_generations (generation) VALUES ('iphone_99')"))

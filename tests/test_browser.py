@@ -16,10 +16,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import CITUS_TARGET
 
 from woe_core import compare, registry, score
 
 pytestmark = pytest.mark.browser
+# On the cluster (WOE_TEST_TARGET=citus) the pages, a lookup and a promotion run in the browser; the
+# tests of widget behaviour alone do not depend on the database and run on one node only.
+same_on_every_server = pytest.mark.skipif(
+    CITUS_TARGET,
+    reason="widget behaviour, independent of the database: run on one node (tests/test_pages.py covers the cluster)",
+)
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -198,6 +205,7 @@ def three_models(two_models):
     return engine, first, second, third
 
 
+@same_on_every_server
 def test_lookup_keeps_five_ids_in_a_row_and_the_url_follows(page, app_url, two_models):
     engine, first, second = two_models
     with engine.connect() as conn:
@@ -230,6 +238,7 @@ def test_lookup_keeps_five_ids_in_a_row_and_the_url_follows(page, app_url, two_m
     assert not any(_overflowing_tables(page)), _overflowing_tables(page)  # the candidate's WOE columns too
 
 
+@same_on_every_server
 def test_lookup_offers_a_random_and_the_newest_listings(page, app_url, two_models):
     engine, first, second = two_models
     _open(page, f"{app_url}/lookup")
@@ -242,6 +251,7 @@ def test_lookup_offers_a_random_and_the_newest_listings(page, app_url, two_model
     assert "no snapshot" not in page.inner_text("body")
 
 
+@same_on_every_server
 def test_promote_candidate_select_keeps_five_choices_in_a_row(page, app_url, three_models):
     engine, first, second, third = three_models
     labels = compare.short_labels(list(registry.list_models(engine)["model_key"]))
@@ -253,6 +263,7 @@ def test_promote_candidate_select_keeps_five_choices_in_a_row(page, app_url, thr
         assert page.get_by_label("Candidate").input_value() == f"{labels[key]} — {key}"
 
 
+@same_on_every_server
 def test_compare_multiselect_keeps_five_changes_in_a_row(page, app_url, three_models):
     engine, first, second, third = three_models
     labels = compare.short_labels(list(registry.list_models(engine)["model_key"]))
@@ -289,6 +300,7 @@ def test_compare_multiselect_keeps_five_changes_in_a_row(page, app_url, three_mo
     page.screenshot(path=SHOTS / "compare-common-window.png", full_page=True)
 
 
+@same_on_every_server
 def test_compare_is_readable_at_1400_px(page, app_url, two_models):
     engine, first, second = two_models
     labels = compare.short_labels(list(registry.list_models(engine)["model_key"]))
@@ -312,6 +324,7 @@ def test_compare_is_readable_at_1400_px(page, app_url, two_models):
     page.screenshot(path=SHOTS / "compare-1400.png", full_page=True)
 
 
+@same_on_every_server
 def test_train_refuses_a_cutoff_it_cannot_use_and_names_what_it_used(page, app_url, two_models):
     engine, first, second = two_models
     before = set(registry.list_models(engine)["model_key"])
@@ -340,6 +353,7 @@ def test_train_refuses_a_cutoff_it_cannot_use_and_names_what_it_used(page, app_u
     page.get_by_text(f"Artifact digest of {new.pop()}").wait_for()
 
 
+@same_on_every_server
 def test_promote_with_a_failed_advisory_check_needs_an_acknowledgement(page, app_url, two_models):
     from woe_core import promote, reviewer
 
@@ -372,6 +386,7 @@ def test_promote_with_a_failed_advisory_check_needs_an_acknowledgement(page, app
     page.screenshot(path=SHOTS / "promote-after.png", full_page=True)
 
 
+@same_on_every_server
 def test_certify_now_updates_the_banner_without_a_reload(page, app_url, two_models):
     _open(page, f"{app_url}/certification")
     page.get_by_text("Fresh: #1").first.wait_for()
@@ -386,6 +401,7 @@ def fresh_app_url(tmp_path):
     yield from _serve({"WOE_DATA_DIR": str(tmp_path / "data"), "WOE_ACTOR": "newcomer"}, drop=("WOE_DATABASE_URL",))
 
 
+@same_on_every_server
 def test_a_new_user_sees_a_scored_listing_at_once(page, fresh_app_url):
     _open(page, f"{fresh_app_url}/lookup")
     page.get_by_role("heading", name="Score lookup").wait_for(timeout=180_000)
@@ -399,6 +415,7 @@ def test_a_new_user_sees_a_scored_listing_at_once(page, fresh_app_url):
     page.screenshot(path=SHOTS / "first-run-promote.png", full_page=True)
 
 
+@same_on_every_server
 def test_delete_a_candidate_and_the_page_follows_at_once(page, app_url, two_models):
     engine, first, second = two_models
     _open(page, f"{app_url}/promote?model={second}")
