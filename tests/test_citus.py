@@ -428,11 +428,170 @@ def test_a_write_is_counted_in_the_co_located_counter_shard_on_the_same_node(cit
                 "SELECT s.shardminvalue = k.shardminvalue, sp.groupid = kp.groupid AND kp.groupid = :g "
                 "FROM pg_dist_shard AS s JOIN pg_dist_placement AS sp ON sp.shardid = s.shardid, "
                 "pg_dist_shard AS k JOIN pg_dist_placement AS kp ON kp.shardid = k.shardid "
-                "WHERE s.shardid = :s AND k.shardid = :k"
+                "WHERE s.shardid = :s AND k.shardid = get_shard_id_for_distribution_column(CAST(:c AS regclass), "
+                "CAST(:k AS bigint))"
             ),
-            {"s": store_shard, "k": moved[0].shard_key, "g": moved[0].node_group},
+            {"s": store_shard, "c": COUNTERS, "k": moved[0].shard_key, "g": moved[0].node_group},
         ).one()
         assert tuple(same) == (True, True)
+
+
+def _store_shard_on(conn: sa.Connection, group: int) -> tuple[int, int]:
+    """A listing whose socio store shard is on the worker of Citus group ``group``, and that shard."""
+    row = conn.execute(
+        sa.text(
+            "SELECT s.listing_id, get_shard_id_for_distribution_column(:t, s.listing_id) AS shard "
+            "FROM ml.socio_market_snapshots AS s JOIN pg_dist_placement AS p "
+            "ON p.shardid = get_shard_id_for_distribution_column(:t, s.listing_id) "
+            "WHERE p.groupid = :g ORDER BY s.listing_id LIMIT 1"
+        ),
+        {"t": STORES[0], "g": group},
+    ).one()
+    return int(row.listing_id), int(row.shard)
+
+
+def _groups_of(conn: sa.Connection, shard: int) -> set[int]:
+    """The Citus groups holding ``shard`` and every shard co-located with it (the stores, counters, rows, scores)."""
+    return set(
+        conn.execute(
+            sa.text(
+                "SELECT DISTINCT p.groupid FROM pg_dist_shard AS s "
+                "JOIN pg_dist_shard AS c ON c.shardminvalue = s.shardminvalue "
+                "JOIN pg_dist_partition AS dp ON dp.logicalrelid = c.logicalrelid "
+                "AND dp.colocationid = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = s.logicalrelid) "
+                "JOIN pg_dist_placement AS p ON p.shardid = c.shardid WHERE s.shardid = :s"
+            ),
+            {"s": shard},
+        ).scalars()
+    )
+
+
+@needs_cluster
+def test_a_shard_moved_to_the_other_worker_keeps_the_verdict_and_its_next_write_is_seen(citus_engine):
+    """citus_move_shard_placement takes the counter shard with its stores: the counts travel, so the
+    certification still holds after the move, and a write on the new node is counted there."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    with citus_engine.connect() as conn:
+        lid, shard = _store_shard_on(conn, 1)
+    ports = citus_cluster().ports()
+    with citus_engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one()
+        # The stores have no primary key, so Citus' logical-replication transfer is refused; block_writes copies.
+        conn.execute(
+            sa.text(
+                "SELECT citus_move_shard_placement(:s, '127.0.0.1', :src, '127.0.0.1', :dst, "
+                "shard_transfer_mode => 'block_writes')"
+            ),
+            {"s": shard, "src": ports["worker1"], "dst": ports["worker2"]},
+        )
+        conn.commit()
+        assert _groups_of(conn, shard) == {2}
+    _guard(citus_engine)
+    with citus_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one() == before
+    with citus_engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = CAST(:l AS bigint)"),
+            {"l": lid},
+        )
+    with pytest.raises(CertificationRequired, match="changed on the nodes holding its shards"):
+        _guard(citus_engine)
+    assert certify.certify(citus_engine, "t").passed
+    _guard(citus_engine)
+
+
+def _split(conn: sa.Connection, shard: int) -> None:
+    """Split ``shard`` (with its co-located shards) in two inside its hash range, a half on each worker."""
+    low = int(
+        conn.execute(sa.text("SELECT shardminvalue FROM pg_dist_shard WHERE shardid = :s"), {"s": shard}).scalar_one()
+    )
+    nodes = dict(conn.execute(sa.text("SELECT groupid, nodeid FROM pg_dist_node WHERE groupid > 0")).all())
+    conn.execute(
+        sa.text(
+            "SELECT citus_split_shard_by_split_points(:s, ARRAY[CAST(:p AS text)], ARRAY[:n1, :n2], "
+            "shard_transfer_mode => 'block_writes')"
+        ),
+        {"s": shard, "p": low + 2**24, "n1": nodes[1], "n2": nodes[2]},
+    )
+    conn.commit()
+
+
+def _store_shards(conn: sa.Connection) -> int:
+    return conn.execute(
+        sa.text("SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = CAST(:t AS regclass)"), {"t": STORES[0]}
+    ).scalar_one()
+
+
+@needs_cluster
+def test_a_shard_split_keeps_the_verdict_and_a_write_to_a_half_is_seen(citus_engine):
+    """Each change count's key hashes into its counter shard (sql/V0021), so Citus can route it to a
+    half; the sums by node do not change, and a half's next write is counted in its own counter shard."""
+    demo.load_demo(citus_engine, DEMO_LISTINGS, seed=3)
+    assert certify.certify(citus_engine, "t").passed
+    with citus_engine.connect() as conn:
+        lid, shard = _store_shard_on(conn, 1)
+        shards = _store_shards(conn)
+        rows = conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one()
+        _split(conn, shard)
+        assert _store_shards(conn) == shards + 1
+        assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one() == rows
+    _guard(citus_engine)
+    with citus_engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = CAST(:l AS bigint)"),
+            {"l": lid},
+        )
+    with pytest.raises(CertificationRequired, match="changed on the nodes holding its shards"):
+        _guard(citus_engine)
+    assert certify.certify(citus_engine, "t").passed
+    _guard(citus_engine)
+
+
+@needs_cluster
+def test_distribute_re_keys_the_counts_of_a_database_made_before_v0021(tmp_path):
+    """Counts written before sql/V0021 were keyed by their counter shard's id, which made a split fail.
+    Running distribute again re-keys them on every shard without moving the guard's marks, so the
+    certification made before still holds, and the shards split; a third run does nothing."""
+    cluster = citus_cluster()
+    engine = db.get_engine(cluster.create_database("woe_c_" + uuid.uuid4().hex[:12]))
+    try:
+        before_v0021 = tmp_path / "sql"
+        before_v0021.mkdir()
+        for f in sorted(migrations.SQL_DIR.glob("V*.sql")):
+            if f.name < "V0021":
+                (before_v0021 / f.name).write_bytes(f.read_bytes())
+        migrations.migrate(engine, before_v0021)
+        distribute.distribute(engine)
+        demo.load_demo(engine, DEMO_LISTINGS, seed=3)
+        assert certify.certify(engine, "t").passed
+        assert [m.version for m in migrations.migrate(engine)] == [21]
+        with engine.connect() as conn:
+            marks = conn.execute(sa.text("SELECT audit.node_change_marks(:d)"), {"d": DATASET}).scalar_one()
+            _, shard = _store_shard_on(conn, 1)
+            with pytest.raises(DBAPIError, match="does not fall into any shards"):
+                _split(conn, shard)
+            conn.rollback()
+        again = distribute.distribute(engine)
+        assert len(again.rekeyed_counter_shards) == 32 and again.changed
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT audit.node_change_marks(:d)"), {"d": DATASET}).scalar_one() == marks
+            # On each shard itself: no row whose key hashes elsewhere.
+            stale = conn.execute(
+                sa.text("SELECT result FROM run_command_on_shards(CAST(:t AS regclass), :c)"),
+                {"t": COUNTERS, "c": distribute._STALE_KEYS},
+            ).scalars()
+            assert set(stale) == {"0"}
+        _guard(engine)
+        assert not distribute.distribute(engine).changed
+        with engine.connect() as conn:
+            shards = _store_shards(conn)
+            _split(conn, shard)
+            assert _store_shards(conn) == shards + 1
+        _guard(engine)
+    finally:
+        db.dispose_engine(engine)
+        cluster.drop_database(engine.url.database)
 
 
 @needs_cluster
@@ -538,7 +697,12 @@ def test_nobody_can_rewind_the_change_counts(citus_engine, rewind):
     with pytest.raises(DBAPIError, match="only counts up|not allowed|check constraint"), citus_engine.begin() as conn:
         conn.execute(sa.text(rewind.format(t=COUNTERS)))
     with citus_engine.connect() as conn:
-        shard = conn.execute(sa.text(f"SELECT min(shard_key) FROM {COUNTERS}")).scalar_one()
+        shard = conn.execute(
+            sa.text(
+                f"SELECT min(get_shard_id_for_distribution_column(CAST(:t AS regclass), shard_key)) FROM {COUNTERS}"
+            ),
+            {"t": COUNTERS},
+        ).scalar_one()
         node = conn.execute(
             sa.text(
                 "SELECT n.nodeport FROM pg_dist_placement AS p JOIN pg_dist_node AS n USING (groupid) "

@@ -103,6 +103,11 @@ def cmd_distribute(args: argparse.Namespace) -> int:
         _say(f"distributed {table} by {distribute.distribution_column(table)}")
     for grant in result.granted:
         _say(f"granted {grant} (Citus runs shard queries as the session's user)")
+    if result.rekeyed_counter_shards:
+        _say(
+            f"re-keyed the change counts of {len(result.rekeyed_counter_shards)} counter shards "
+            "(keys that hash into their shard, so Citus can split shards; counts unchanged)"
+        )
     if not result.changed:
         _say("already distributed: nothing to do")
     _say(_table(pd.DataFrame(distribute.layout(_engine(args)))))

@@ -79,6 +79,7 @@ WORKER_MARKERS_DDL = (
 WORKER_FUNCTIONS = (
     "audit.citus_shard_id(oid)",
     "audit.shard_counter_of(bigint)",
+    "audit.counter_key(bigint)",
     "audit.note_dataset_change()",
     "audit.counts_only_up()",
     "audit.forbid_rewrite()",
@@ -93,10 +94,17 @@ class DistributeResult:
     dropped_foreign_keys: list[str] = field(default_factory=list)
     worker_markers: list[str] = field(default_factory=list)
     granted: list[str] = field(default_factory=list)
+    rekeyed_counter_shards: list[int] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.distributed or self.dropped_foreign_keys or self.worker_markers or self.granted)
+        return bool(
+            self.distributed
+            or self.dropped_foreign_keys
+            or self.worker_markers
+            or self.granted
+            or self.rekeyed_counter_shards
+        )
 
 
 def distribution_column(table: str) -> str:
@@ -229,10 +237,12 @@ def distribute(engine: Engine) -> DistributeResult:
         result.worker_markers = missing_on
     with engine.begin() as conn:
         for function in WORKER_FUNCTIONS:
+            # (NULL for a function of a later migration than the database has: created
+            # after distribution, Citus propagates it when the migration runs.)
             distributed = conn.execute(
                 sa.text(
-                    "SELECT EXISTS (SELECT FROM pg_dist_object WHERE classid = 'pg_proc'::regclass "
-                    "AND objid = CAST(:f AS regprocedure))"
+                    "SELECT to_regprocedure(:f) IS NULL OR EXISTS (SELECT FROM pg_dist_object "
+                    "WHERE classid = 'pg_proc'::regclass AND objid = to_regprocedure(:f))"
                 ),
                 {"f": function},
             ).scalar_one()
@@ -271,8 +281,99 @@ def distribute(engine: Engine) -> DistributeResult:
                 {"t": table, "c": distribution_column(table), "w": colocate},
             )
         result.distributed.append(table)
+    result.rekeyed_counter_shards = _rekey_counters(engine)
     result.granted = _grant_source_reads(engine, sources)
     return result
+
+
+# One counter shard's rows keyed as before sql/V0021 (by the shard's id, which need not hash into
+# the shard) get audit.counter_key(shard), on the node holding the shard and in one transaction
+# there; a row the trigger has counted under the new key since is added to. A format() template
+# for run_command_on_shards (%1$s: the shard's name). The triggers that keep counts from going
+# down (V0015) fire on the shard itself, where ALTER TABLE on the distributed table does not reach:
+# those enabled are paused for this transaction's delete and re-insert, then enabled as they were.
+_REKEY_SHARD = """
+DO $rekey$
+DECLARE
+    tbl       regclass := %1$L;
+    new_key   bigint := audit.counter_key(substring(%1$L from '_([0-9]+)"?$')::bigint);
+    paused    text[];
+    trig      text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM %1$s AS c WHERE c.shard_key <> new_key) THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(array_agg(t.tgname), '{}') INTO paused
+      FROM pg_catalog.pg_trigger AS t WHERE t.tgrelid = tbl AND NOT t.tgisinternal AND t.tgenabled = 'A';
+    FOREACH trig IN ARRAY paused LOOP
+        EXECUTE format('ALTER TABLE %%s DISABLE TRIGGER %%I', tbl, trig);
+    END LOOP;
+    WITH old AS (DELETE FROM %1$s AS c WHERE c.shard_key <> new_key
+                 RETURNING c.dataset, c.shard, c.node_group, c.changes)
+    INSERT INTO %1$s AS c (shard_key, dataset, shard, node_group, changes)
+    SELECT new_key, o.dataset, o.shard, min(o.node_group), sum(o.changes) FROM old AS o GROUP BY o.dataset, o.shard
+    ON CONFLICT (shard_key, dataset, shard) DO UPDATE SET changes = c.changes + excluded.changes;
+    FOREACH trig IN ARRAY paused LOOP
+        EXECUTE format('ALTER TABLE %%s ENABLE ALWAYS TRIGGER %%I', tbl, trig);
+    END LOOP;
+END $rekey$
+"""
+
+
+_STALE_KEYS = (
+    "SELECT count(*) FROM %1$s AS c "
+    "WHERE c.shard_key <> audit.counter_key(substring(%1$L from '_([0-9]+)\"?$')::bigint)"
+)
+
+
+def _rekey_counters(engine: Engine) -> list[int]:
+    """Give the change counts written before sql/V0021 a key that hashes into their shard, so
+    Citus can split shards; the ids of the counter shards that had such rows. Every row keeps
+    its dataset, store shard, node group and count: the guard's marks do not move."""
+    with engine.connect() as conn:
+        if conn.execute(sa.text("SELECT to_regprocedure('audit.counter_key(bigint)')")).scalar() is None:
+            return []
+        # Before V0021 the trigger keyed a row by the id of the counter shard it sits in, which
+        # does not hash into that shard; one query over the table finds whether any is left
+        # (the keys written since are small numbers, never a shard id). A count, not EXISTS:
+        # Citus 14.0.1 plans EXISTS over a distributed table into a subplan it cannot read
+        # ("a column definition list is required for functions returning record").
+        shard_ids = (
+            conn.execute(
+                sa.text("SELECT shardid FROM pg_dist_shard WHERE logicalrelid = CAST(:t AS regclass)"), {"t": COUNTERS}
+            )
+            .scalars()
+            .all()
+        )
+        if not conn.execute(
+            sa.text(
+                f"SELECT count(*) > 0 FROM {COUNTERS} AS c WHERE c.{COUNTER_KEY} = ANY (CAST(:ids AS bigint[])) "
+                f"AND get_shard_id_for_distribution_column(CAST(:t AS regclass), c.{COUNTER_KEY}) <> c.{COUNTER_KEY}"
+            ),
+            {"t": COUNTERS, "ids": shard_ids},
+        ).scalar_one():
+            conn.rollback()
+            return []
+        stale = conn.execute(
+            sa.text("SELECT shardid, success, result FROM run_command_on_shards(CAST(:t AS regclass), :c)"),
+            {"t": COUNTERS, "c": _STALE_KEYS},
+        ).all()
+        _raise_on_failure("read the change counts' keys in", stale)
+        shards = sorted(int(r.shardid) for r in stale if int(r.result) > 0)
+        if shards:
+            done = conn.execute(
+                sa.text("SELECT shardid, success, result FROM run_command_on_shards(CAST(:t AS regclass), :c)"),
+                {"t": COUNTERS, "c": _REKEY_SHARD},
+            ).all()
+            _raise_on_failure("re-key the change counts of", done)
+        conn.rollback()
+    return shards
+
+
+def _raise_on_failure(what: str, rows) -> None:
+    failed = [f"{r.shardid}: {r.result}" for r in rows if not r.success]
+    if failed:
+        raise CitusRequired(f"cannot {what} counter shard " + "; ".join(failed))
 
 
 def _grant_source_reads(engine: Engine, sources: list[str]) -> list[str]:
