@@ -24,7 +24,14 @@
 --
 -- After a split, a count stays in whichever new counter shard its key hashes into (the
 -- sums by node group do not change), and the next write to a new store shard starts a
--- row of its own in the counter shard co-located with it.
+-- row of its own in the counter shard co-located with it. Finding the key takes about
+-- 2^32 / (the shard's hash range) tries on every writing statement: 32 for 32 shards. A
+-- shard of one hash value (tenant isolation) has no key within the bound, and its writes
+-- are refused, saying so: not supported.
+--
+-- The primary key gains node_group: a write to a shard moved to another node is counted
+-- under that node (V0015 added it to the row of the node that first counted the shard,
+-- which the marks then named).
 
 -- A migration's own DDL is recorded by the migration ledger (as in V0009).
 DO $$
@@ -38,6 +45,22 @@ BEGIN
         END IF;
     END IF;
 END $$;
+
+-- On a database already distributed, the primary key below is DDL on every counter shard
+-- and the functions after it are distributed objects: Citus runs function commands only
+-- after the transaction's shard commands went one connection per node.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+        PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+    END IF;
+END $$;
+
+-- A row per store shard and node group: a write to a shard moved to another node counts
+-- under the node that holds it now, in a row of its own, where the ON CONFLICT of V0015
+-- added it to the row of the node that first counted the shard.
+ALTER TABLE audit.dataset_shard_counts DROP CONSTRAINT dataset_shard_counts_pkey;
+ALTER TABLE audit.dataset_shard_counts ADD PRIMARY KEY (shard_key, dataset, shard, node_group);
 
 CREATE FUNCTION audit.counter_key(p_counter_shard bigint) RETURNS bigint
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -78,7 +101,7 @@ COMMENT ON FUNCTION audit.counter_key(bigint) IS
     'The smallest positive bigint whose Citus hash falls into counter shard p_counter_shard''s range: '
     'the distribution value of the change-count rows kept in that shard.';
 
--- As V0015's, keying the row by audit.counter_key.
+-- As V0015's, keying the row by audit.counter_key, one row per node group.
 CREATE OR REPLACE FUNCTION audit.note_dataset_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -106,7 +129,7 @@ BEGIN
         END IF;
         EXECUTE 'SELECT groupid FROM pg_catalog.pg_dist_local_group' INTO node_group;
         EXECUTE format('INSERT INTO %s AS c (shard_key, dataset, shard, node_group, changes) VALUES ($1, $2, $3, $4, 1) '
-                       'ON CONFLICT (shard_key, dataset, shard) DO UPDATE SET changes = c.changes + 1', counter)
+                       'ON CONFLICT (shard_key, dataset, shard, node_group) DO UPDATE SET changes = c.changes + 1', counter)
             USING audit.counter_key(substring(counter from '_([0-9]+)"?$')::bigint), TG_ARGV[0],
                   TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, node_group;
     ELSE
@@ -121,7 +144,7 @@ END $$;
 COMMENT ON TABLE audit.dataset_shard_counts IS
     'On Citus, distributed co-located with the stores: per store shard, how many writing statements it has seen, '
     'kept in the counter shard on the same node (shard_key = audit.counter_key(that counter shard), a value '
-    'hashing into it; node_group = the Citus group of the node that counted). Only ever counts up. '
+    'hashing into it; node_group = the Citus group of the node that counted, a row per group). Only ever counts up. '
     'Empty on a server without Citus.';
 
 DO $$

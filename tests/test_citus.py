@@ -436,6 +436,21 @@ def test_a_write_is_counted_in_the_co_located_counter_shard_on_the_same_node(cit
         assert tuple(same) == (True, True)
 
 
+def _marks(engine) -> dict[str, int]:
+    """Every node's total of counted writes to the dataset's shards, as the guard compares them."""
+    with engine.connect() as conn:
+        marks = conn.execute(sa.text("SELECT audit.node_change_marks(:d)"), {"d": DATASET}).scalar_one()
+    return {node: int(n) for node, n in marks.items()}
+
+
+def _write(engine, lid: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = CAST(:l AS bigint)"),
+            {"l": lid},
+        )
+
+
 def _store_shard_on(conn: sa.Connection, group: int) -> tuple[int, int]:
     """A listing whose socio store shard is on the worker of Citus group ``group``, and that shard."""
     row = conn.execute(
@@ -490,11 +505,10 @@ def test_a_shard_moved_to_the_other_worker_keeps_the_verdict_and_its_next_write_
     _guard(citus_engine)
     with citus_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one() == before
-    with citus_engine.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = CAST(:l AS bigint)"),
-            {"l": lid},
-        )
+    marks = _marks(citus_engine)
+    _write(citus_engine, lid)
+    moved = {node: n - marks.get(node, 0) for node, n in _marks(citus_engine).items() if n != marks.get(node, 0)}
+    assert moved == {f"127.0.0.1:{ports['worker2']}": 1}  # counted by the node holding the shard now
     with pytest.raises(CertificationRequired, match="changed on the nodes holding its shards"):
         _guard(citus_engine)
     assert certify.certify(citus_engine, "t").passed
@@ -537,11 +551,37 @@ def test_a_shard_split_keeps_the_verdict_and_a_write_to_a_half_is_seen(citus_eng
         assert _store_shards(conn) == shards + 1
         assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one() == rows
     _guard(citus_engine)
-    with citus_engine.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE ml.socio_market_snapshots SET ships = NOT ships WHERE listing_id = CAST(:l AS bigint)"),
-            {"l": lid},
-        )
+    marks = _marks(citus_engine)
+    _write(citus_engine, lid)
+    with citus_engine.connect() as conn:
+        half = conn.execute(
+            sa.text(
+                "SELECT n.nodename || ':' || n.nodeport FROM pg_dist_placement AS p JOIN pg_dist_node AS n "
+                "USING (groupid) WHERE p.shardid = get_shard_id_for_distribution_column(:t, CAST(:l AS bigint))"
+            ),
+            {"t": STORES[0], "l": lid},
+        ).scalar_one()
+        counted = conn.execute(
+            sa.text(
+                f"SELECT get_shard_id_for_distribution_column(CAST(:c AS regclass), shard_key), "
+                "get_shard_id_for_distribution_column(:t, CAST(:l AS bigint)) FROM "
+                f"{COUNTERS} WHERE shard = 'ml.socio_market_snapshots_' || "
+                "get_shard_id_for_distribution_column(:t, CAST(:l AS bigint))"
+            ),
+            {"c": COUNTERS, "t": STORES[0], "l": lid},
+        ).all()
+    moved = {node: n - marks.get(node, 0) for node, n in _marks(citus_engine).items() if n != marks.get(node, 0)}
+    assert moved == {half: 1}
+    # One row for the half, in the counter shard of the half's hash range.
+    with citus_engine.connect() as conn:
+        same_range = conn.execute(
+            sa.text(
+                "SELECT a.shardminvalue = b.shardminvalue FROM pg_dist_shard AS a, pg_dist_shard AS b "
+                "WHERE a.shardid = :k AND b.shardid = :s"
+            ),
+            {"k": counted[0][0], "s": counted[0][1]},
+        ).scalar_one()
+    assert len(counted) == 1 and same_range
     with pytest.raises(CertificationRequired, match="changed on the nodes holding its shards"):
         _guard(citus_engine)
     assert certify.certify(citus_engine, "t").passed
@@ -551,8 +591,8 @@ def test_a_shard_split_keeps_the_verdict_and_a_write_to_a_half_is_seen(citus_eng
 @needs_cluster
 def test_distribute_re_keys_the_counts_of_a_database_made_before_v0021(tmp_path):
     """Counts written before sql/V0021 were keyed by their counter shard's id, which made a split fail.
-    Running distribute again re-keys them on every shard without moving the guard's marks, so the
-    certification made before still holds, and the shards split; a third run does nothing."""
+    Running distribute again re-keys them on every shard, adding a count made under the new key since,
+    without moving the guard's marks; then the shards split, and a third run does nothing."""
     cluster = citus_cluster()
     engine = db.get_engine(cluster.create_database("woe_c_" + uuid.uuid4().hex[:12]))
     try:
@@ -567,21 +607,25 @@ def test_distribute_re_keys_the_counts_of_a_database_made_before_v0021(tmp_path)
         assert certify.certify(engine, "t").passed
         assert [m.version for m in migrations.migrate(engine)] == [21]
         with engine.connect() as conn:
-            marks = conn.execute(sa.text("SELECT audit.node_change_marks(:d)"), {"d": DATASET}).scalar_one()
-            _, shard = _store_shard_on(conn, 1)
+            lid, shard = _store_shard_on(conn, 1)
+        # A write counted under the new key beside the shard's old row: the re-key adds them up.
+        _write(engine, lid)
+        marks = _marks(engine)
+        with engine.connect() as conn:
             with pytest.raises(DBAPIError, match="does not fall into any shards"):
                 _split(conn, shard)
             conn.rollback()
         again = distribute.distribute(engine)
         assert len(again.rekeyed_counter_shards) == 32 and again.changed
+        assert _marks(engine) == marks
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT audit.node_change_marks(:d)"), {"d": DATASET}).scalar_one() == marks
             # On each shard itself: no row whose key hashes elsewhere.
             stale = conn.execute(
                 sa.text("SELECT result FROM run_command_on_shards(CAST(:t AS regclass), :c)"),
                 {"t": COUNTERS, "c": distribute._STALE_KEYS},
             ).scalars()
             assert set(stale) == {"0"}
+        assert certify.certify(engine, "t").passed
         _guard(engine)
         assert not distribute.distribute(engine).changed
         with engine.connect() as conn:

@@ -311,8 +311,9 @@ BEGIN
     WITH old AS (DELETE FROM %1$s AS c WHERE c.shard_key <> new_key
                  RETURNING c.dataset, c.shard, c.node_group, c.changes)
     INSERT INTO %1$s AS c (shard_key, dataset, shard, node_group, changes)
-    SELECT new_key, o.dataset, o.shard, min(o.node_group), sum(o.changes) FROM old AS o GROUP BY o.dataset, o.shard
-    ON CONFLICT (shard_key, dataset, shard) DO UPDATE SET changes = c.changes + excluded.changes;
+    SELECT new_key, o.dataset, o.shard, o.node_group, sum(o.changes) FROM old AS o
+     GROUP BY o.dataset, o.shard, o.node_group
+    ON CONFLICT (shard_key, dataset, shard, node_group) DO UPDATE SET changes = c.changes + excluded.changes;
     FOREACH trig IN ARRAY paused LOOP
         EXECUTE format('ALTER TABLE %%s ENABLE ALWAYS TRIGGER %%I', tbl, trig);
     END LOOP;
