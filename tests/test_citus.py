@@ -436,6 +436,18 @@ def test_a_write_is_counted_in_the_co_located_counter_shard_on_the_same_node(cit
         assert tuple(same) == (True, True)
 
 
+# Per counter shard (run_command_on_shards fills in %1$s): rows whose key does not hash into it.
+_STALE_KEYS = (
+    "SELECT count(*) FROM %1$s AS c "
+    "WHERE c.shard_key <> audit.counter_key(substring(%1$L from '_([0-9]+)\"?$')::bigint)"
+)
+
+
+def _marks_moved(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The nodes whose mark changed, and by how much."""
+    return {node: n - before.get(node, 0) for node, n in after.items() if n != before.get(node, 0)}
+
+
 def _marks(engine) -> dict[str, int]:
     """Every node's total of counted writes to the dataset's shards, as the guard compares them."""
     with engine.connect() as conn:
@@ -507,7 +519,7 @@ def test_a_shard_moved_to_the_other_worker_keeps_the_verdict_and_its_next_write_
         assert conn.execute(sa.text("SELECT count(*) FROM ml.woe_anchor_feature_store_t0_v1_v")).scalar_one() == before
     marks = _marks(citus_engine)
     _write(citus_engine, lid)
-    moved = {node: n - marks.get(node, 0) for node, n in _marks(citus_engine).items() if n != marks.get(node, 0)}
+    moved = _marks_moved(marks, _marks(citus_engine))
     assert moved == {f"127.0.0.1:{ports['worker2']}": 1}  # counted by the node holding the shard now
     with pytest.raises(CertificationRequired, match="changed on the nodes holding its shards"):
         _guard(citus_engine)
@@ -570,7 +582,7 @@ def test_a_shard_split_keeps_the_verdict_and_a_write_to_a_half_is_seen(citus_eng
             ),
             {"c": COUNTERS, "t": STORES[0], "l": lid},
         ).all()
-    moved = {node: n - marks.get(node, 0) for node, n in _marks(citus_engine).items() if n != marks.get(node, 0)}
+    moved = _marks_moved(marks, _marks(citus_engine))
     assert moved == {half: 1}
     # One row for the half, in the counter shard of the half's hash range.
     with citus_engine.connect() as conn:
@@ -622,7 +634,7 @@ def test_distribute_re_keys_the_counts_of_a_database_made_before_v0021(tmp_path)
             # On each shard itself: no row whose key hashes elsewhere.
             stale = conn.execute(
                 sa.text("SELECT result FROM run_command_on_shards(CAST(:t AS regclass), :c)"),
-                {"t": COUNTERS, "c": distribute._STALE_KEYS},
+                {"t": COUNTERS, "c": _STALE_KEYS},
             ).scalars()
             assert set(stale) == {"0"}
         assert certify.certify(engine, "t").passed

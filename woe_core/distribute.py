@@ -321,12 +321,6 @@ END $rekey$
 """
 
 
-_STALE_KEYS = (
-    "SELECT count(*) FROM %1$s AS c "
-    "WHERE c.shard_key <> audit.counter_key(substring(%1$L from '_([0-9]+)\"?$')::bigint)"
-)
-
-
 def _rekey_counters(engine: Engine) -> list[int]:
     """Give the change counts written before sql/V0021 a key that hashes into their shard, so
     Citus can split shards; the ids of the counter shards that had such rows. Every row keeps
@@ -335,10 +329,8 @@ def _rekey_counters(engine: Engine) -> list[int]:
         if conn.execute(sa.text("SELECT to_regprocedure('audit.counter_key(bigint)')")).scalar() is None:
             return []
         # Before V0021 the trigger keyed a row by the id of the counter shard it sits in, which
-        # does not hash into that shard; one query over the table finds whether any is left
-        # (the keys written since are small numbers, never a shard id). A count, not EXISTS:
-        # Citus 14.0.1 plans EXISTS over a distributed table into a subplan it cannot read
-        # ("a column definition list is required for functions returning record").
+        # does not hash into that shard: those ids are the shards to re-key (the keys written
+        # since are small numbers, never a shard id).
         shard_ids = (
             conn.execute(
                 sa.text("SELECT shardid FROM pg_dist_shard WHERE logicalrelid = CAST(:t AS regclass)"), {"t": COUNTERS}
@@ -346,22 +338,20 @@ def _rekey_counters(engine: Engine) -> list[int]:
             .scalars()
             .all()
         )
-        if not conn.execute(
-            sa.text(
-                f"SELECT count(*) > 0 FROM {COUNTERS} AS c WHERE c.{COUNTER_KEY} = ANY (CAST(:ids AS bigint[])) "
-                f"AND get_shard_id_for_distribution_column(CAST(:t AS regclass), c.{COUNTER_KEY}) <> c.{COUNTER_KEY}"
-            ),
-            {"t": COUNTERS, "ids": shard_ids},
-        ).scalar_one():
-            conn.rollback()
-            return []
-        stale = conn.execute(
-            sa.text("SELECT shardid, success, result FROM run_command_on_shards(CAST(:t AS regclass), :c)"),
-            {"t": COUNTERS, "c": _STALE_KEYS},
-        ).all()
-        _raise_on_failure("read the change counts' keys in", stale)
-        shards = sorted(int(r.shardid) for r in stale if int(r.result) > 0)
+        # The keys first, unfiltered: a filter on the distribution column would make Citus read
+        # only the shards those values hash into, and a stale row sits elsewhere by definition.
+        keys = conn.execute(sa.text(f"SELECT DISTINCT {COUNTER_KEY} FROM {COUNTERS}")).scalars().all()
+        shards = sorted(
+            conn.execute(
+                sa.text(
+                    "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE k = ANY (CAST(:ids AS bigint[])) "
+                    "AND get_shard_id_for_distribution_column(CAST(:t AS regclass), k) <> k"
+                ),
+                {"t": COUNTERS, "keys": keys, "ids": shard_ids},
+            ).scalars()
+        )
         if shards:
+            # Every shard runs the block; one without such rows returns at once.
             done = conn.execute(
                 sa.text("SELECT shardid, success, result FROM run_command_on_shards(CAST(:t AS regclass), :c)"),
                 {"t": COUNTERS, "c": _REKEY_SHARD},
